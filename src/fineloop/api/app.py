@@ -1,0 +1,56 @@
+"""`create_app(settings)`: the FastAPI application over one store."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+
+from fineloop import __version__, auth
+from fineloop.api import errors
+from fineloop.api.deps import KeyCache
+from fineloop.api.limits import BodyLimit
+from fineloop.api.routes import feedback, health, interactions, items, keys, projects, transfer
+from fineloop.config import Settings, get_settings
+from fineloop.store import Store
+
+log = logging.getLogger("fineloop.api")
+
+
+def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
+    """Open (and migrate) the store, register configured keys, and mount every router."""
+    settings = settings or get_settings()
+    store = store or Store.open(settings)
+    register_configured_keys(store, settings)
+    app = FastAPI(
+        title="fineloop",
+        version=__version__,
+        description="From user feedback to better models: ingest, reward, train, serve.",
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.state.keys = KeyCache(store)
+    errors.install(app)
+    for module in (health, projects, items, interactions, feedback, transfer, keys):
+        app.include_router(module.router)
+
+    @app.get("/", include_in_schema=False)
+    def home() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_request_bytes,
+        max_import_bytes=settings.max_import_bytes,
+    )
+    return app
+
+
+def register_configured_keys(store: Store, settings: Settings) -> None:
+    pairs = settings.configured_keys()
+    if not pairs:
+        return
+    with store.write() as session:
+        for index, (key, scope) in enumerate(pairs):
+            auth.create_key(session, f"configured-{index + 1}", scope, secret=key)

@@ -1,0 +1,51 @@
+"""Items: the catalog a retrieval model ranks."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from sqlalchemy import select
+
+from fineloop.api.deps import Admin, StoreDep
+from fineloop.errors import NotFound
+from fineloop.operations import store_items
+from fineloop.schemas import ItemPublic, ItemsUpsert
+from fineloop.store.items import item_public, list_items
+from fineloop.store.projects import get_project
+from fineloop.store.schema import Item
+
+router = APIRouter(prefix="/v1/projects/{project}/items", tags=["items"], dependencies=[Admin])
+
+
+@router.put("")
+def upsert(project: str, body: ItemsUpsert, store: StoreDep) -> dict[str, Any]:
+    """Insert or replace up to 10,000 items by id."""
+    return {"upserted": store_items(store, project, body.items)}
+
+
+@router.get("")
+def list_page(
+    project: str,
+    store: StoreDep,
+    after: Annotated[int, Query(ge=0, description="Cursor from the previous page.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    with store.read() as session:
+        rows = list_items(session, get_project(session, project).id, after=after, limit=limit)
+    return {
+        "items": [item_public(row) for row in rows],
+        "next_cursor": rows[-1].id if len(rows) == limit else None,
+    }
+
+
+@router.get("/{item_id}")
+def show(project: str, item_id: str, store: StoreDep) -> ItemPublic:
+    with store.read() as session:
+        project_id = get_project(session, project).id
+        row = session.scalar(
+            select(Item).where(Item.project_id == project_id, Item.item_id == item_id)
+        )
+        if row is None:
+            raise NotFound(f"unknown item {item_id!r} in project {project!r}")
+        return item_public(row)

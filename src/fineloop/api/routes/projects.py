@@ -1,0 +1,52 @@
+"""Projects: one use case each, with its task, base model and reward policy."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from fineloop.api.deps import Admin, StoreDep
+from fineloop.feedback.stats import Bucket, reward_stats
+from fineloop.schemas import ProjectCreate, ProjectPublic, ProjectUpdate, RewardStats
+from fineloop.store.projects import (
+    create_project,
+    get_project,
+    list_projects,
+    policy_of,
+    project_public,
+    update_project,
+)
+
+router = APIRouter(prefix="/v1/projects", tags=["projects"], dependencies=[Admin])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def create(spec: ProjectCreate, store: StoreDep) -> ProjectPublic:
+    with store.write() as session:
+        return project_public(create_project(session, spec))
+
+
+@router.get("")
+def list_all(store: StoreDep) -> list[ProjectPublic]:
+    with store.read() as session:
+        return [project_public(p) for p in list_projects(session)]
+
+
+@router.get("/{project}")
+def show(project: str, store: StoreDep) -> ProjectPublic:
+    with store.read() as session:
+        return project_public(get_project(session, project))
+
+
+@router.patch("/{project}")
+def update(project: str, change: ProjectUpdate, store: StoreDep) -> ProjectPublic:
+    """Change the project; a new reward policy recomputes every stored reward."""
+    with store.write() as session:
+        return project_public(update_project(session, project, change))
+
+
+@router.get("/{project}/stats")
+def stats(project: str, store: StoreDep, bucket: Bucket = "day") -> RewardStats:
+    """Counts by kind, a histogram of effective rewards and a time series."""
+    with store.read() as session:
+        found = get_project(session, project)
+        return reward_stats(session, found.id, policy_of(found), bucket=bucket)

@@ -1,0 +1,52 @@
+"""Import and export of items, interactions and feedback as JSONL, CSV or Parquet files."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from fineloop.api.deps import Admin, StoreDep
+from fineloop.schemas import ImportReport
+from fineloop.store.projects import get_project
+from fineloop.transfer.service import export_file, import_file
+
+router = APIRouter(prefix="/v1/projects/{project}", tags=["import/export"], dependencies=[Admin])
+
+ResourceName = Literal["items", "interactions", "feedback"]
+ImportFormat = Literal["jsonl", "csv", "parquet", "oasst"]
+ExportFormat = Literal["jsonl", "csv", "parquet"]
+_MEDIA = {"jsonl": "application/x-ndjson", "csv": "text/csv", "parquet": "application/octet-stream"}
+
+
+@router.post("/import/{resource}")
+async def import_rows(
+    project: str,
+    resource: ResourceName,
+    request: Request,
+    store: StoreDep,
+    format: Annotated[ImportFormat, Query(description="File format of the request body.")],
+) -> list[ImportReport]:
+    """Send the file as the raw request body. All rows are stored, or none (422 with the
+    line numbers of the bad rows). `format=oasst` takes an Open-Assistant tree file and
+    imports interactions and feedback together."""
+    data = await request.body()
+    return await run_in_threadpool(import_file, store, project, resource, data, format)
+
+
+@router.get("/export/{resource}")
+def export_rows(
+    project: str,
+    resource: ResourceName,
+    store: StoreDep,
+    format: Annotated[ExportFormat, Query()] = "jsonl",
+) -> StreamingResponse:
+    with store.read() as session:
+        get_project(session, project)  # a 404 now, not a broken stream later
+    return StreamingResponse(
+        export_file(store, project, resource, format),
+        media_type=_MEDIA[format],
+        headers={"content-disposition": f'attachment; filename="{project}-{resource}.{format}"'},
+    )

@@ -1,0 +1,101 @@
+"""Errors a user can act on. The API turns each into a 4xx JSON body; the CLI prints it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+class FineloopError(Exception):
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.code, "message": self.message}
+        if self.field:
+            body["field"] = self.field
+        return body
+
+
+class NotFound(FineloopError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(FineloopError):
+    status = 409
+    code = "conflict"
+
+
+class Invalid(FineloopError):
+    status = 422
+    code = "invalid"
+
+
+class TooLarge(FineloopError):
+    status = 413
+    code = "too_large"
+
+
+class Unauthorized(FineloopError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(FineloopError):
+    status = 403
+    code = "forbidden"
+
+
+KIND_TAGS = frozenset({"thumb", "rating", "correction", "selection", "preference", "label"})
+
+
+def field_path(loc: tuple[object, ...] | list[object], error_type: str = "") -> str:
+    """A pydantic error location as a dotted field name, without the union's kind tag."""
+    if error_type.startswith("union_tag"):
+        return "kind"
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in KIND_TAGS:
+        parts = parts[1:]
+    return ".".join(parts)
+
+
+@dataclass(frozen=True)
+class RowError:
+    """One problem in one row of a batch or file; `row` is 0-based, `line` 1-based."""
+
+    row: int
+    field: str
+    message: str
+    line: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"row": self.row, "field": self.field, "message": self.message}
+        if self.line is not None:
+            out["line"] = self.line
+        return out
+
+
+class BatchRejected(Invalid):
+    """A batch in which some rows are invalid: nothing of it was stored."""
+
+    code = "invalid_rows"
+
+    def __init__(self, errors: list[RowError], *, total: int) -> None:
+        first = errors[0]
+        where = f"line {first.line}" if first.line is not None else f"row {first.row}"
+        super().__init__(
+            f"{len(errors)} invalid row(s) of {total}; nothing was stored. "
+            f"First: {where}, {first.field}: {first.message}"
+        )
+        self.errors = errors
+
+    def body(self) -> dict[str, Any]:
+        body = super().body()
+        body["invalid_rows"] = [error.as_dict() for error in self.errors[:1000]]
+        return body

@@ -1,0 +1,1 @@
+"""Feedback: event kinds, validation, rewards, ingestion and statistics."""

@@ -1,0 +1,195 @@
+"""Request and response shapes shared by the API, the SDK and the CLI.
+
+`XCreate` is what a user sends, `XPublic` what fineloop returns. Inputs forbid unknown keys
+so a typo is an error, not a silently ignored field.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+from fineloop.feedback.events import FeedbackEvent
+from fineloop.feedback.rewards import RewardPolicy
+
+TaskName = Literal["embedding", "generation", "ner"]
+ProjectName = Annotated[
+    str,
+    Field(
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
+        description="Lower-case letters, digits, '-' and '_', at most 64 characters.",
+    ),
+]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProjectCreate(Strict):
+    name: ProjectName
+    task: TaskName = Field(description="What the project's model does.")
+    base_model: str | None = Field(
+        default=None,
+        max_length=512,
+        description="Local path or hub id of the model to start from (task default if empty).",
+    )
+    description: str = Field(default="", max_length=10_000)
+    reward_policy: RewardPolicy = Field(default_factory=RewardPolicy)
+
+
+class ProjectUpdate(Strict):
+    base_model: str | None = Field(default=None, max_length=512)
+    description: str | None = Field(default=None, max_length=10_000)
+    reward_policy: RewardPolicy | None = Field(
+        default=None, description="Replacing the policy recomputes every stored reward."
+    )
+
+
+class ProjectPublic(BaseModel):
+    name: str
+    task: str
+    base_model: str | None
+    description: str
+    reward_policy: RewardPolicy
+    created_at: datetime
+    updated_at: datetime
+
+
+class ItemIn(Strict):
+    id: str = Field(min_length=1, max_length=256, description="Your id for the item.")
+    text: str = Field(min_length=1, max_length=100_000, description="What the model reads.")
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class ItemsUpsert(Strict):
+    items: list[ItemIn] = Field(min_length=1, max_length=10_000)
+
+
+class ItemPublic(BaseModel):
+    id: str
+    text: str
+    metadata: dict[str, JsonValue]
+    updated_at: datetime
+
+
+class InteractionCreate(Strict):
+    id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="Your id; logging the same id twice returns the first record.",
+    )
+    input: JsonValue = Field(description="What the model was given (query, prompt, text).")
+    output: JsonValue = Field(
+        description='What the user saw. Rankings: {"items": [{"id": ..., "score": ...}]}.'
+    )
+    model_version: str | None = Field(default=None, max_length=128)
+    variant: str | None = Field(default=None, max_length=64)
+    user_id: str | None = Field(default=None, max_length=256)
+    latency_ms: float | None = Field(default=None, ge=0)
+    created_at: datetime | None = None
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class InteractionsCreate(Strict):
+    interactions: list[InteractionCreate] = Field(min_length=1, max_length=10_000)
+
+
+class InteractionPublic(BaseModel):
+    id: str
+    input: JsonValue
+    output: JsonValue
+    model_version: str | None
+    variant: str | None
+    user_id: str | None
+    latency_ms: float | None
+    metadata: dict[str, JsonValue]
+    created_at: datetime
+
+
+class FeedbackBatch(Strict):
+    events: list[FeedbackEvent] = Field(min_length=1, max_length=10_000)
+
+
+class FeedbackAck(BaseModel):
+    id: int
+    created: bool = Field(description="False when an earlier event had the same idempotency key.")
+    reward: float
+
+
+class BatchAck(BaseModel):
+    ids: list[int]
+    created: int
+    duplicates: int
+
+
+class FeedbackPublic(BaseModel):
+    id: int
+    kind: str
+    interaction_id: str | None
+    input: JsonValue | None
+    user_id: str | None
+    timestamp: datetime
+    received_at: datetime
+    idempotency_key: str | None
+    difficulty: float | None
+    payload: dict[str, JsonValue]
+    metadata: dict[str, JsonValue]
+    reward: float = Field(description="Stored reward (policy value x difficulty factor).")
+    effective_reward: float = Field(description="Reward with temporal decay as of now.")
+    trainable: bool = Field(description="Whether |effective_reward| clears quality_threshold.")
+
+
+class FeedbackPage(BaseModel):
+    items: list[FeedbackPublic]
+    next_cursor: int | None = Field(description="Pass as `after` to get the next page.")
+
+
+class HistogramBin(BaseModel):
+    low: float
+    high: float
+    count: int
+
+
+class TimeBucket(BaseModel):
+    start: datetime
+    count: int
+    mean_reward: float
+
+
+class RewardStats(BaseModel):
+    total: int
+    trainable: int
+    by_kind: dict[str, int]
+    mean_reward: float | None
+    histogram: list[HistogramBin]
+    over_time: list[TimeBucket]
+
+
+class ImportReport(BaseModel):
+    resource: str
+    rows: int
+    created: int
+    duplicates: int
+
+
+class ApiKeyCreate(Strict):
+    name: str = Field(min_length=1, max_length=128)
+    scope: Literal["ingest", "admin"]
+
+
+class ApiKeyPublic(BaseModel):
+    id: int
+    name: str
+    prefix: str
+    scope: str
+    revoked: bool
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyPublic):
+    key: str = Field(description="The secret; shown once, stored only as a hash.")

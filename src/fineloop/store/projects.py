@@ -1,0 +1,101 @@
+"""Projects: create, find, update; a new reward policy recomputes stored rewards."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from fineloop.errors import Conflict, NotFound
+from fineloop.feedback.rewards import RewardPolicy, stored_reward
+from fineloop.schemas import ProjectCreate, ProjectPublic, ProjectUpdate
+from fineloop.store.schema import Feedback, Project, table
+
+
+def create_project(session: Session, spec: ProjectCreate) -> Project:
+    now = datetime.now(UTC)
+    project = Project(
+        name=spec.name,
+        task=spec.task,
+        base_model=spec.base_model,
+        description=spec.description,
+        reward_policy=spec.reward_policy.model_dump(mode="json"),
+        created_at=now,
+        updated_at=now,
+    )
+    if session.scalar(select(Project.id).where(Project.name == spec.name)) is not None:
+        raise Conflict(f"project {spec.name!r} already exists", field="name")
+    session.add(project)
+    try:
+        session.flush()
+    except IntegrityError as error:
+        raise Conflict(f"project {spec.name!r} already exists", field="name") from error
+    return project
+
+
+def get_project(session: Session, name: str) -> Project:
+    project = session.scalar(select(Project).where(Project.name == name))
+    if project is None:
+        raise NotFound(f"unknown project {name!r}; create it first or check the name")
+    return project
+
+
+def list_projects(session: Session) -> list[Project]:
+    return list(session.scalars(select(Project).order_by(Project.name)))
+
+
+def policy_of(project: Project) -> RewardPolicy:
+    return RewardPolicy.model_validate(project.reward_policy)
+
+
+def update_project(session: Session, name: str, change: ProjectUpdate) -> Project:
+    project = get_project(session, name)
+    if change.base_model is not None:
+        project.base_model = change.base_model
+    if change.description is not None:
+        project.description = change.description
+    if change.reward_policy is not None:
+        project.reward_policy = change.reward_policy.model_dump(mode="json")
+        recompute_rewards(session, project)
+    project.updated_at = datetime.now(UTC)
+    session.flush()
+    return project
+
+
+def recompute_rewards(session: Session, project: Project) -> int:
+    """Rewrite every stored reward of the project under its current policy."""
+    policy = policy_of(project)
+    rows = session.execute(
+        select(Feedback.id, Feedback.kind, Feedback.payload, Feedback.difficulty).where(
+            Feedback.project_id == project.id
+        )
+    ).all()
+    changes = [
+        {
+            "row_id": row.id,
+            "new_reward": stored_reward(policy, row.kind, row.payload, row.difficulty),
+        }
+        for row in rows
+    ]
+    if changes:
+        statement = (
+            update(table(Feedback))
+            .where(table(Feedback).c.id == bindparam("row_id"))
+            .values(reward=bindparam("new_reward"))
+        )
+        session.connection().execute(statement, changes)
+    return len(changes)
+
+
+def project_public(project: Project) -> ProjectPublic:
+    return ProjectPublic(
+        name=project.name,
+        task=project.task,
+        base_model=project.base_model,
+        description=project.description,
+        reward_policy=policy_of(project),
+        created_at=project.created_at,
+        updated_at=project.updated_at,
+    )

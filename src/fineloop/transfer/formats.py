@@ -1,0 +1,172 @@
+"""Reading and writing rows in JSONL, CSV and Parquet.
+
+Nested values (metadata, payloads, structured inputs and outputs) travel as JSON text in
+CSV and Parquet cells, so every format carries the same rows. Parse errors name the line.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any, Literal
+
+from fineloop.errors import Invalid
+
+Format = Literal["jsonl", "csv", "parquet"]
+FORMATS: tuple[str, ...] = ("jsonl", "csv", "parquet")
+NESTED = frozenset(
+    {"metadata", "payload", "input", "output", "selected", "rejected", "chosen", "spans", "items"}
+)
+# Free text is welcome in these cells: a value that is not JSON is kept as a string.
+LENIENT = frozenset({"input", "output", "chosen", "rejected"})
+# Parquet has no line numbers; its errors name the row number (1-based) as the line.
+
+
+def guess_format(filename: str) -> Format:
+    lowered = filename.lower()
+    for suffix, name in ((".jsonl", "jsonl"), (".ndjson", "jsonl"), (".csv", "csv")):
+        if lowered.endswith(suffix):
+            return name  # type: ignore[return-value]
+    if lowered.endswith((".parquet", ".pq")):
+        return "parquet"
+    raise Invalid(f"cannot tell the format of {filename!r}; name it .jsonl, .csv or .parquet")
+
+
+def read_rows(data: bytes, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, row) pairs; raise Invalid naming the line on malformed input."""
+    if fmt == "jsonl":
+        yield from _read_jsonl(data)
+    elif fmt == "csv":
+        yield from _read_csv(data)
+    elif fmt == "parquet":
+        yield from _read_parquet(data)
+    else:
+        raise Invalid(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}", field="format")
+
+
+def _read_jsonl(data: bytes) -> Iterator[tuple[int, dict[str, Any]]]:
+    for number, raw in enumerate(data.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise Invalid(f"line {number}: not valid JSON ({error})", field="file") from error
+        if not isinstance(row, dict):
+            raise Invalid(f"line {number}: expected a JSON object per line", field="file")
+        yield number, row
+
+
+def _read_csv(data: bytes) -> Iterator[tuple[int, dict[str, Any]]]:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise Invalid(f"CSV is not UTF-8 ({error})", field="file") from error
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if not reader.fieldnames:
+        raise Invalid("line 1: the CSV file needs a header row", field="file")
+    try:
+        for row in reader:
+            number = reader.line_num
+            if None in row:
+                raise Invalid(f"line {number}: more cells than header columns", field="file")
+            yield number, {k: _cell(k, v, number) for k, v in row.items() if v not in ("", None)}
+    except csv.Error as error:
+        raise Invalid(f"line {reader.line_num}: malformed CSV ({error})", field="file") from error
+
+
+def _read_parquet(data: bytes) -> Iterator[tuple[int, dict[str, Any]]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(pa.BufferReader(data))
+    except (pa.ArrowInvalid, OSError) as error:
+        raise Invalid(f"not a readable Parquet file ({error})", field="file") from error
+    for index, row in enumerate(table.to_pylist()):
+        number = index + 1
+        yield number, {k: _cell(k, v, number) for k, v in row.items() if v is not None}
+
+
+def _cell(key: str, value: Any, number: int) -> Any:
+    if key not in NESTED or not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as error:
+        if key in LENIENT:
+            return value
+        raise Invalid(
+            f"line {number}: column {key!r} must hold JSON ({error})", field=key
+        ) from error
+
+
+def write_rows(rows: Iterable[dict[str, Any]], fmt: str, columns: list[str]) -> Iterator[bytes]:
+    """Encode rows as chunks of the file; CSV and Parquet get `columns` in this order."""
+    if fmt == "jsonl":
+        for row in rows:
+            yield (json.dumps(row, ensure_ascii=False, default=str) + "\n").encode()
+    elif fmt == "csv":
+        yield from _write_csv(rows, columns)
+    elif fmt == "parquet":
+        yield _write_parquet(rows, columns)
+    else:
+        raise Invalid(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}", field="format")
+
+
+def _flat(row: dict[str, Any], columns: list[str]) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for column in columns:
+        value = row.get(column)
+        if column in NESTED and value is not None:
+            value = json.dumps(value, ensure_ascii=False)
+        elif value is not None and not isinstance(value, str | int | float | bool):
+            value = str(value)
+        flat[column] = value
+    return flat
+
+
+def _write_csv(rows: Iterable[dict[str, Any]], columns: list[str]) -> Iterator[bytes]:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for count, row in enumerate(rows, start=1):
+        writer.writerow(_flat(row, columns))
+        if count % 1000 == 0:
+            yield buffer.getvalue().encode()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue().encode()
+
+
+def _write_parquet(rows: Iterable[dict[str, Any]], columns: list[str]) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    flat = [_flat(row, columns) for row in rows]
+    arrays = {column: [row[column] for row in flat] for column in columns}
+    columns_out = {}
+    for column, values in arrays.items():
+        kind = _arrow_type(values)
+        if kind == pa.string():
+            values = [None if v is None else str(v) for v in values]
+        columns_out[column] = pa.array(values, type=kind)
+    table = pa.table(columns_out)
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    return sink.getvalue()
+
+
+def _arrow_type(values: list[Any]) -> Any:
+    import pyarrow as pa
+
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, bool) for v in present):
+        return pa.bool_()
+    if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+        return pa.int64()
+    if present and all(isinstance(v, int | float) and not isinstance(v, bool) for v in present):
+        return pa.float64()
+    return pa.string()
