@@ -1,0 +1,3 @@
+from fineloop.cli import main
+
+main()

@@ -1,0 +1,70 @@
+"""`fineloop project create|list|show`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from fineloop.cli.common import ConfigOption, console, opened_store
+from fineloop.feedback.rewards import RewardPolicy
+from fineloop.schemas import ProjectCreate
+from fineloop.store.projects import create_project, get_project, list_projects, project_public
+
+app = typer.Typer(help="Create and inspect projects.", no_args_is_help=True)
+
+
+@app.command("create")
+def create(
+    name: Annotated[str, typer.Argument(help="Lower-case name: letters, digits, - and _.")],
+    task: Annotated[str, typer.Option(help="embedding, generation or ner.")] = "embedding",
+    base_model: Annotated[str | None, typer.Option(help="Local path or hub id.")] = None,
+    description: Annotated[str, typer.Option()] = "",
+    rating_min: Annotated[float, typer.Option(help="Lowest rating on the scale.")] = 1.0,
+    rating_max: Annotated[float, typer.Option(help="Highest rating on the scale.")] = 5.0,
+    config: ConfigOption = None,
+) -> None:
+    """Create a project with the default reward policy (and the rating scale given)."""
+    try:
+        spec = ProjectCreate.model_validate(
+            {
+                "name": name,
+                "task": task,
+                "base_model": base_model,
+                "description": description,
+                "reward_policy": RewardPolicy.model_validate(
+                    {"rating_scale": {"min": rating_min, "max": rating_max}}
+                ),
+            }
+        )
+    except ValueError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from error
+    with opened_store(config) as store, store.write() as session:
+        created = project_public(create_project(session, spec))
+    console.print(f"created project [bold]{created.name}[/bold] ({created.task})")
+
+
+@app.command("list")
+def list_all(config: ConfigOption = None) -> None:
+    """List projects."""
+    with opened_store(config) as store, store.read() as session:
+        projects = [project_public(p) for p in list_projects(session)]
+    table = Table("name", "task", "base model", "created")
+    for project in projects:
+        table.add_row(
+            project.name,
+            project.task,
+            project.base_model or "(default)",
+            f"{project.created_at:%Y-%m-%d %H:%M}",
+        )
+    console.print(table)
+
+
+@app.command("show")
+def show(name: str, config: ConfigOption = None) -> None:
+    """Show one project and its reward policy as JSON."""
+    with opened_store(config) as store, store.read() as session:
+        project = project_public(get_project(session, name))
+    console.print_json(project.model_dump_json())

@@ -1,0 +1,54 @@
+"""`fineloop serve`: the API (and, later, the dashboard and worker) in one process."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from fineloop import auth
+from fineloop.cli.common import ConfigOption, console, load_settings
+from fineloop.store import Store
+
+LOOPBACK = "127.0.0.1"
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = LOOPBACK,
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    demo: Annotated[
+        bool, typer.Option(help="Create the 'demo' project with a small catalog if missing.")
+    ] = True,
+    config: ConfigOption = None,
+) -> None:
+    """Run the fineloop server on the configured store (SQLite under ./.fineloop by default)."""
+    import uvicorn
+
+    from fineloop.api import create_app
+    from fineloop.api.app import register_configured_keys
+    from fineloop.demo import ensure_demo_project
+
+    settings = load_settings(config)
+    store = Store.open(settings)
+    register_configured_keys(store, settings)
+    with store.read() as session:
+        keys = auth.active_key_count(session)
+    if keys == 0 and host != LOOPBACK:
+        console.print(
+            f"[yellow]No API keys are configured, so the server binds to {LOOPBACK} only "
+            f"(not {host}).[/yellow] Create one with `fineloop keys create NAME --scope admin` "
+            "or set FINELOOP_API_KEYS to serve other machines."
+        )
+        host = LOOPBACK
+    elif keys == 0:
+        console.print(f"No API keys configured: open access, bound to {LOOPBACK} only.")
+    else:
+        console.print(f"{keys} API key(s) active: every route but /healthz needs one.")
+    if demo:
+        ensure_demo_project(store)
+    console.print(
+        f"store: {store.engine.url.render_as_string(hide_password=True)}\n"
+        f"API docs: http://{host}:{port}/docs"
+    )
+    app = create_app(settings, store)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
