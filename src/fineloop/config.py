@@ -53,7 +53,10 @@ class Settings(BaseSettings):
         default=1024 * 1024 * 1024, description="Largest file accepted by import routes."
     )
     max_batch_events: int = Field(
-        default=10_000, description="Most events accepted in one batch request."
+        default=10_000,
+        ge=1,
+        le=10_000,
+        description="Most events (or items, interactions) accepted in one batch request.",
     )
 
     @field_validator("sqlite_synchronous")

@@ -10,7 +10,7 @@ from fastapi import Depends, Request
 
 from fineloop import auth
 from fineloop.config import Settings
-from fineloop.errors import Forbidden, Unauthorized
+from fineloop.errors import Forbidden, Invalid, Unauthorized
 from fineloop.store import Store
 
 _CACHE_SECONDS = 5.0
@@ -84,3 +84,12 @@ def require(scope: str) -> Callable[[Request], None]:
 
 Ingest = Depends(require("ingest"))
 Admin = Depends(require("admin"))
+
+
+def check_batch_size(count: int, settings: Settings) -> None:
+    if count > settings.max_batch_events:
+        raise Invalid(
+            f"{count} rows in one request; this server takes at most "
+            f"{settings.max_batch_events}: split the batch",
+            field="events",
+        )

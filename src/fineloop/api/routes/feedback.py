@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query, Response, status
 from sqlalchemy import select
 
-from fineloop.api.deps import Admin, Ingest, StoreDep
+from fineloop.api.deps import Admin, Ingest, SettingsDep, StoreDep, check_batch_size
 from fineloop.errors import NotFound
 from fineloop.feedback.events import FeedbackEvent, FeedbackKind
 from fineloop.feedback.query import FeedbackFilter, feedback_public, page
@@ -35,8 +35,11 @@ def post_one(
 
 
 @router.post("/batch", status_code=status.HTTP_201_CREATED, dependencies=[Ingest])
-def post_batch(project: str, body: FeedbackBatch, store: StoreDep) -> BatchAck:
+def post_batch(
+    project: str, body: FeedbackBatch, store: StoreDep, settings: SettingsDep
+) -> BatchAck:
     """Store up to 10,000 events: all of them, or (422, with the invalid rows) none."""
+    check_batch_size(len(body.events), settings)
     stored = store_feedback(store, project, body.events)
     created = sum(s.created for s in stored)
     return BatchAck(ids=[s.id for s in stored], created=created, duplicates=len(stored) - created)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, status
 
-from fineloop.api.deps import Admin, Ingest, StoreDep
+from fineloop.api.deps import Admin, Ingest, SettingsDep, StoreDep, check_batch_size
 from fineloop.operations import store_interactions
 from fineloop.schemas import InteractionCreate, InteractionPublic, InteractionsCreate
 from fineloop.store.interactions import get_interaction, interaction_public, list_interactions
@@ -23,8 +23,11 @@ def log_one(project: str, body: InteractionCreate, store: StoreDep) -> dict[str,
 
 
 @router.post("/batch", status_code=status.HTTP_201_CREATED, dependencies=[Ingest])
-def log_batch(project: str, body: InteractionsCreate, store: StoreDep) -> dict[str, Any]:
+def log_batch(
+    project: str, body: InteractionsCreate, store: StoreDep, settings: SettingsDep
+) -> dict[str, Any]:
     """Log up to 10,000 interactions at once, all or nothing."""
+    check_batch_size(len(body.interactions), settings)
     return {"ids": store_interactions(store, project, body.interactions)}
 
 

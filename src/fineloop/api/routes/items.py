@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from sqlalchemy import select
 
-from fineloop.api.deps import Admin, StoreDep
+from fineloop.api.deps import Admin, SettingsDep, StoreDep, check_batch_size
 from fineloop.errors import NotFound
 from fineloop.operations import store_items
 from fineloop.schemas import ItemPublic, ItemsUpsert
@@ -19,8 +19,11 @@ router = APIRouter(prefix="/v1/projects/{project}/items", tags=["items"], depend
 
 
 @router.put("")
-def upsert(project: str, body: ItemsUpsert, store: StoreDep) -> dict[str, Any]:
+def upsert(
+    project: str, body: ItemsUpsert, store: StoreDep, settings: SettingsDep
+) -> dict[str, Any]:
     """Insert or replace up to 10,000 items by id."""
+    check_batch_size(len(body.items), settings)
     return {"upserted": store_items(store, project, body.items)}
 
 

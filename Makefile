@@ -1,0 +1,42 @@
+# Two entry points for a fresh machine with Python 3.11: `make run` and `make test`.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+POSTGRES_ADMIN_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
+
+.PHONY: setup run test lint test-sqlite test-postgres bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+setup: $(BIN)/.installed
+
+## Set up, then serve the API on the embedded SQLite store with a demo project.
+run: setup
+	$(BIN)/fineloop serve --host $(HOST) --port $(PORT)
+
+## Set up, lint, type-check and run the test suite on SQLite.
+test: setup lint test-sqlite
+
+lint: setup
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+test-sqlite: setup
+	$(BIN)/pytest
+
+## The same suite on PostgreSQL (a fresh database per run, copied per test).
+test-postgres: setup
+	FINELOOP_TEST_POSTGRES=$(POSTGRES_ADMIN_URL) $(BIN)/pytest
+
+bench: setup
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) .fineloop .pytest_cache .mypy_cache .ruff_cache
