@@ -33,7 +33,7 @@ def create_key(session: Session, name: str, scope: str, secret: str | None = Non
     if row is None:
         row = ApiKey(
             name=name,
-            prefix=key[:8],
+            prefix=key_prefix(key),
             key_hash=digest,
             scope=scope,
             revoked=False,
@@ -44,6 +44,18 @@ def create_key(session: Session, name: str, scope: str, secret: str | None = Non
         row.scope, row.revoked = scope, False
     session.flush()
     return ApiKeyCreated(**key_public(row).model_dump(), key=key)
+
+
+def key_prefix(key: str) -> str:
+    """The start of a key, to tell keys apart in listings: at most a quarter of it, so a
+    short key chosen in FINELOOP_API_KEYS is not stored in the clear."""
+    return key[: min(8, len(key) // 4)]
+
+
+def any_key_exists(session: Session) -> bool:
+    """Whether keys are in use. Revoked keys count: revoking the last key must lock the
+    server, not open it to everyone."""
+    return session.scalar(select(ApiKey.id).limit(1)) is not None
 
 
 def active_key_count(session: Session) -> int:

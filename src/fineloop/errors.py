@@ -37,6 +37,20 @@ class Invalid(FineloopError):
     code = "invalid"
 
 
+class BadFile(Invalid):
+    """A file that cannot be parsed; `line` is 1-based (Parquet: the row number)."""
+
+    def __init__(self, line: int | None, problem: str, *, field: str = "file") -> None:
+        super().__init__(f"line {line}: {problem}" if line is not None else problem, field=field)
+        self.line = line
+
+    def body(self) -> dict[str, Any]:
+        body = super().body()
+        if self.line is not None:
+            body["line"] = self.line
+        return body
+
+
 class TooLarge(FineloopError):
     status = 413
     code = "too_large"

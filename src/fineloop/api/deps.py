@@ -44,7 +44,7 @@ class KeyCache:
         checked, enabled = self._auth_on
         if time.monotonic() - checked > _CACHE_SECONDS:
             with self.store.read() as session:
-                enabled = auth.active_key_count(session) > 0
+                enabled = auth.any_key_exists(session)
             self._auth_on = (time.monotonic(), enabled)
         return enabled
 

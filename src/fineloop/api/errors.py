@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError, StatementError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fineloop.errors import FineloopError, field_path
@@ -21,6 +22,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(FineloopError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    for unstorable in (OverflowError, RecursionError, StatementError):
+        app.add_exception_handler(unstorable, _unstorable_value)
     app.add_exception_handler(Exception, _unexpected_error)
 
 
@@ -51,6 +54,9 @@ async def _validation_error(_request: Request, error: Exception) -> JSONResponse
 
 def _problem(error: Any) -> dict[str, Any]:
     loc: Sequence[Any] = error.get("loc", ())
+    if error.get("type") == "json_invalid":  # loc is ("body", character offset)
+        reason = (error.get("ctx") or {}).get("error", "")
+        return {"field": "body", "message": f"invalid JSON at character {loc[-1]}: {reason}"}
     if loc and loc[0] in ("body", "query", "path", "header"):
         where, loc = loc[0], loc[1:]
     else:
@@ -73,6 +79,21 @@ async def _http_error(_request: Request, error: Exception) -> JSONResponse:
         {"error": code, "message": str(error.detail)},
         status_code=error.status_code,
         headers=getattr(error, "headers", None),
+    )
+
+
+async def _unstorable_value(_request: Request, error: Exception) -> JSONResponse:
+    """Values that pass validation but not the database: dates that leave years 1..9999 in
+    UTC, integers past 64 bits, NUL characters or NaN on PostgreSQL, absurdly nested JSON."""
+    cause = error.orig if isinstance(error, StatementError) else error
+    if isinstance(error, StatementError) and not (
+        isinstance(error, DataError) or isinstance(cause, OverflowError)
+    ):
+        raise error  # a server-side fault: on to the 500 handler
+    reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:200]
+    return JSONResponse(
+        {"error": "invalid", "message": f"a value in the request cannot be stored: {reason}"},
+        status_code=422,
     )
 
 

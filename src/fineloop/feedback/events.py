@@ -55,7 +55,10 @@ class EventEnvelope(BaseModel):
     def _aware_utc(cls, value: datetime | None) -> datetime | None:
         if value is None:
             return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        try:
+            return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        except OverflowError as error:
+            raise ValueError("lies outside the years 1..9999 once converted to UTC") from error
 
 
 class ThumbEvent(EventEnvelope):

@@ -59,18 +59,19 @@ def page(
     found: list[FeedbackPublic] = []
     last_id = after
     # `trainable` depends on decay as of now, so it is filtered here rather than in SQL.
-    while len(found) < limit:
+    while True:
         rows = list(session.scalars(query.where(Feedback.id > last_id).limit(limit)))
-        for row in rows:
+        for index, row in enumerate(rows):
             last_id = row.id
             public = feedback_public(row, policy, now)
             if where.trainable is None or public.trainable == where.trainable:
                 found.append(public)
                 if len(found) == limit:
-                    break
+                    # Rows after this one in a short fetch are unseen: the page is not the last.
+                    at_end = len(rows) < limit and index == len(rows) - 1
+                    return found, None if at_end else last_id
         if len(rows) < limit:
             return found, None
-    return found, last_id
 
 
 def feedback_public(row: Feedback, policy: RewardPolicy, now: datetime) -> FeedbackPublic:

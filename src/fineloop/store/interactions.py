@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from fineloop.errors import Conflict, NotFound
+from fineloop.errors import NotFound
 from fineloop.schemas import InteractionCreate, InteractionPublic
 from fineloop.store.schema import Interaction, table
 
@@ -24,9 +24,6 @@ def log_interactions(
     now = datetime.now(UTC)
     ids = [spec.id or uuid.uuid4().hex for spec in interactions]
     existing = existing_interactions(session, project_id, ids)
-    foreign = _ids_of_other_projects(session, project_id, [i for i in ids if i not in existing])
-    if foreign:
-        raise Conflict(f"interaction id {foreign[0]!r} belongs to another project", field="id")
     rows: list[dict[str, Any]] = []
     seen: set[str] = set(existing)
     for interaction_id, spec in zip(ids, interactions, strict=True):
@@ -66,18 +63,6 @@ def existing_interactions(session: Session, project_id: int, ids: Iterable[str])
         )
         found.update({row.id: row.output for row in rows})
     return found
-
-
-def _ids_of_other_projects(session: Session, project_id: int, ids: list[str]) -> list[str]:
-    clashes: list[str] = []
-    for start in range(0, len(ids), _IN_CHUNK):
-        chunk = ids[start : start + _IN_CHUNK]
-        clashes += session.scalars(
-            select(Interaction.id).where(
-                Interaction.project_id != project_id, Interaction.id.in_(chunk)
-            )
-        ).all()
-    return clashes
 
 
 def get_interaction(session: Session, project_id: int, interaction_id: str) -> Interaction:

@@ -48,6 +48,20 @@ def upsert_items(session: Session, project_id: int, items: Sequence[ItemIn]) -> 
     return len(rows)
 
 
+def existing_item_ids(session: Session, project_id: int, ids: Sequence[str]) -> set[str]:
+    wanted = list(dict.fromkeys(ids))
+    found: set[str] = set()
+    for start in range(0, len(wanted), _CHUNK):
+        found.update(
+            session.scalars(
+                select(Item.item_id).where(
+                    Item.project_id == project_id, Item.item_id.in_(wanted[start : start + _CHUNK])
+                )
+            )
+        )
+    return found
+
+
 def items_query(project_id: int) -> Select[Item]:
     return select(Item).where(Item.project_id == project_id).order_by(Item.id)
 

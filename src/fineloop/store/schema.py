@@ -16,6 +16,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
@@ -92,11 +93,15 @@ class Item(Base):
 
 
 class Interaction(Base):
+    """Ids are the application's own, so they are unique per project, not per store."""
+
     __tablename__ = "interactions"
     __table_args__ = (Index("ix_interactions_project_created", "project_id", "created_at"),)
 
+    project_id: Mapped[int] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     input: Mapped[Any] = mapped_column(JSON)
     output: Mapped[Any] = mapped_column(JSON)
     model_version: Mapped[str | None] = mapped_column(String(128))
@@ -112,14 +117,17 @@ class Feedback(Base):
     __table_args__ = (
         UniqueConstraint("project_id", "idempotency_key", name="uq_feedback_project_idem"),
         Index("ix_feedback_project_time", "project_id", "timestamp"),
-        Index("ix_feedback_interaction", "interaction_id"),
+        Index("ix_feedback_interaction", "project_id", "interaction_id"),
+        ForeignKeyConstraint(
+            ["project_id", "interaction_id"],
+            ["interactions.project_id", "interactions.id"],
+            name="fk_feedback_interaction_interactions",
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
-    interaction_id: Mapped[str | None] = mapped_column(
-        ForeignKey("interactions.id", ondelete="SET NULL")
-    )
+    interaction_id: Mapped[str | None] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(16))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     input: Mapped[Any | None] = mapped_column(JSON)

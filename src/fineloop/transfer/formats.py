@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
-from fineloop.errors import Invalid
+from fineloop.errors import BadFile, Invalid
 
 Format = Literal["jsonl", "csv", "parquet"]
 FORMATS: tuple[str, ...] = ("jsonl", "csv", "parquet")
@@ -53,9 +53,9 @@ def _read_jsonl(data: bytes) -> Iterator[tuple[int, dict[str, Any]]]:
         try:
             row = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise Invalid(f"line {number}: not valid JSON ({error})", field="file") from error
+            raise BadFile(number, f"not valid JSON ({error})") from error
         if not isinstance(row, dict):
-            raise Invalid(f"line {number}: expected a JSON object per line", field="file")
+            raise BadFile(number, "expected a JSON object per line")
         yield number, row
 
 
@@ -65,16 +65,16 @@ def _read_csv(data: bytes) -> Iterator[tuple[int, dict[str, Any]]]:
     except UnicodeDecodeError as error:
         raise Invalid(f"CSV is not UTF-8 ({error})", field="file") from error
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    if not reader.fieldnames:
-        raise Invalid("line 1: the CSV file needs a header row", field="file")
     try:
+        if not reader.fieldnames:  # reads the header row, which may be malformed too
+            raise BadFile(1, "the CSV file needs a header row")
         for row in reader:
             number = reader.line_num
             if None in row:
-                raise Invalid(f"line {number}: more cells than header columns", field="file")
+                raise BadFile(number, "more cells than header columns")
             yield number, {k: _cell(k, v, number) for k, v in row.items() if v not in ("", None)}
     except csv.Error as error:
-        raise Invalid(f"line {reader.line_num}: malformed CSV ({error})", field="file") from error
+        raise BadFile(reader.line_num, f"malformed CSV ({error})") from error
 
 
 def _read_parquet(data: bytes) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -98,9 +98,7 @@ def _cell(key: str, value: Any, number: int) -> Any:
     except json.JSONDecodeError as error:
         if key in LENIENT:
             return value
-        raise Invalid(
-            f"line {number}: column {key!r} must hold JSON ({error})", field=key
-        ) from error
+        raise BadFile(number, f"column {key!r} must hold JSON ({error})", field=key) from error
 
 
 def write_rows(rows: Iterable[dict[str, Any]], fmt: str, columns: list[str]) -> Iterator[bytes]:

@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from fineloop.errors import Invalid
+from fineloop.errors import BadFile
 from fineloop.feedback.events import EventEnvelope, FeedbackEvent
 from fineloop.schemas import InteractionCreate
 
@@ -36,7 +36,7 @@ def convert(data: bytes) -> tuple[list[InteractionCreate], list[EventEnvelope]]:
     for number, tree in _trees(data):
         root = tree.get("prompt")
         if not isinstance(root, dict):
-            raise Invalid(f"line {number}: an OASST tree needs a 'prompt' message", field="file")
+            raise BadFile(number, "an OASST tree needs a 'prompt' message")
         for message, history in _walk(root, []):
             if message.get("role") == "assistant":
                 interactions.append(_interaction(tree, message, history))
@@ -52,9 +52,9 @@ def _trees(data: bytes) -> Iterator[tuple[int, dict[str, Any]]]:
         try:
             tree = json.loads(raw)
         except json.JSONDecodeError as error:
-            raise Invalid(f"line {number}: not valid JSON ({error})", field="file") from error
+            raise BadFile(number, f"not valid JSON ({error})") from error
         if not isinstance(tree, dict):
-            raise Invalid(f"line {number}: expected one message tree per line", field="file")
+            raise BadFile(number, "expected one message tree per line")
         yield number, tree
 
 

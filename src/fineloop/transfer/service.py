@@ -14,7 +14,7 @@ from fineloop.feedback.ingest import ingest
 from fineloop.schemas import ImportReport, InteractionCreate, ItemIn
 from fineloop.store import Store
 from fineloop.store.interactions import existing_interactions, log_interactions
-from fineloop.store.items import upsert_items
+from fineloop.store.items import existing_item_ids, upsert_items
 from fineloop.store.projects import get_project, policy_of
 from fineloop.store.schema import Project
 from fineloop.transfer import oasst
@@ -79,7 +79,10 @@ def _store(
     for start in range(0, total, _CHUNK):
         chunk = rows[start : start + _CHUNK]
         if resource == "items":
-            upsert_items(session, project.id, _typed(chunk, ItemIn))
+            typed_items = _typed(chunk, ItemIn)
+            present = existing_item_ids(session, project.id, [i.id for i in typed_items])
+            created -= sum(item.id in present for item in typed_items)
+            upsert_items(session, project.id, typed_items)
         elif resource == "interactions":
             typed = _typed(chunk, InteractionCreate)
             known = existing_interactions(session, project.id, [i.id for i in typed if i.id])

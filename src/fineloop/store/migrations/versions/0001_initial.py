@@ -48,8 +48,8 @@ def upgrade() -> None:
     )
     op.create_table(
         "interactions",
-        sa.Column("id", sa.String(64), nullable=False),
         sa.Column("project_id", sa.Integer(), nullable=False),
+        sa.Column("id", sa.String(64), nullable=False),
         sa.Column("input", sa.JSON(), nullable=False),
         sa.Column("output", sa.JSON(), nullable=False),
         sa.Column("model_version", sa.String(128), nullable=True),
@@ -58,7 +58,7 @@ def upgrade() -> None:
         sa.Column("latency_ms", sa.Float(), nullable=True),
         sa.Column("metadata", sa.JSON(), nullable=False),
         sa.Column("created_at", UtcDateTime(), nullable=False),
-        sa.PrimaryKeyConstraint("id", name="pk_interactions"),
+        sa.PrimaryKeyConstraint("project_id", "id", name="pk_interactions"),
         sa.ForeignKeyConstraint(
             ["project_id"],
             ["projects.id"],
@@ -90,15 +90,14 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
-            ["interaction_id"],
-            ["interactions.id"],
-            name="fk_feedback_interaction_id_interactions",
-            ondelete="SET NULL",
+            ["project_id", "interaction_id"],
+            ["interactions.project_id", "interactions.id"],
+            name="fk_feedback_interaction_interactions",
         ),
         sa.UniqueConstraint("project_id", "idempotency_key", name="uq_feedback_project_idem"),
     )
     op.create_index("ix_feedback_project_time", "feedback", ["project_id", "timestamp"])
-    op.create_index("ix_feedback_interaction", "feedback", ["interaction_id"])
+    op.create_index("ix_feedback_interaction", "feedback", ["project_id", "interaction_id"])
     op.create_table(
         "api_keys",
         sa.Column("id", sa.Integer(), primary_key=True),
