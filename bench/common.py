@@ -132,11 +132,16 @@ class Server:
 
 
 @contextmanager
-def running_server(env: dict[str, str] | None = None, startup_s: float = 60.0) -> Iterator[Server]:
+def running_server(
+    env: dict[str, str] | None = None,
+    startup_s: float = 60.0,
+    command: Sequence[str] = (sys.executable, "-m", "fineloop", "serve"),
+) -> Iterator[Server]:
     """Start `python -m fineloop serve --no-demo` in a fresh temp dir; stop and clean up after.
 
     The child sees no FINELOOP_* variable of ours except those in `env`, so the results do
-    not depend on the shell the benchmark was started from."""
+    not depend on the shell the benchmark was started from. `command` lets a profiler (or a
+    patched entry point being evaluated) wrap the server."""
     data_dir = Path(tempfile.mkdtemp(prefix="fineloop-bench-"))
     port = free_port()
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("FINELOOP_")}
@@ -144,7 +149,7 @@ def running_server(env: dict[str, str] | None = None, startup_s: float = 60.0) -
     child_env.update(env or {})
     log = (data_dir / "server.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "fineloop", "serve", "--no-demo", "--port", str(port)],
+        [*command, "--no-demo", "--port", str(port)],
         env=child_env,
         cwd=data_dir,
         stdout=log,

@@ -4,9 +4,10 @@ fineloop runs as `fineloop serve` (SQLite store, default settings, an ingest API
 takes batches of 1,000 mixed events (thumb, rating, selection, each with an idempotency key
 and an interaction logged beforehand) on `/feedback/batch`, then single events on
 `/feedback`. The plain path is the physical ceiling: `sqlite3.executemany` of the very rows
-fineloop stores (same JSON text, same indexes and foreign keys, WAL, same `synchronous`),
-one transaction per batch, and one insert+commit per single event. Rounds alternate which
-side goes first; every number reported is the median over rounds.
+fineloop stores (same JSON text; tables, indexes and foreign keys copied from fineloop's
+store; WAL; same `synchronous`), one transaction per batch, one insert+commit per single
+event; a check at the end compares both tables row by row. Both stores grow in step, rounds
+alternate which side goes first, and every number reported is the median over rounds.
 
     .venv/bin/python bench/ingest.py            # 5 rounds x 50 batches + 1,000 singles
     .venv/bin/python bench/ingest.py --quick    # a smoke run in a few seconds
@@ -46,33 +47,6 @@ COLUMNS = (
     "project_id", "interaction_id", "kind", "payload", "input", "user_id", "timestamp",
     "received_at", "idempotency_key", "difficulty", "reward", "metadata",
 )  # fmt: skip
-# fineloop's feedback table as its migration creates it, with what its foreign keys need.
-PLAIN_SCHEMA = """
-CREATE TABLE projects (id INTEGER PRIMARY KEY, name VARCHAR(64) NOT NULL UNIQUE);
-CREATE TABLE interactions (
-    id VARCHAR(64) NOT NULL PRIMARY KEY,
-    project_id INTEGER NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
-    output JSON NOT NULL
-);
-CREATE TABLE feedback (
-    id INTEGER NOT NULL PRIMARY KEY,
-    project_id INTEGER NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
-    interaction_id VARCHAR(64) REFERENCES interactions (id) ON DELETE SET NULL,
-    kind VARCHAR(16) NOT NULL,
-    payload JSON NOT NULL,
-    input JSON,
-    user_id VARCHAR(256),
-    timestamp DATETIME NOT NULL,
-    received_at DATETIME NOT NULL,
-    idempotency_key VARCHAR(256),
-    difficulty FLOAT,
-    reward FLOAT NOT NULL,
-    metadata JSON NOT NULL,
-    UNIQUE (project_id, idempotency_key)
-);
-CREATE INDEX ix_feedback_project_time ON feedback (project_id, timestamp);
-CREATE INDEX ix_feedback_interaction ON feedback (interaction_id);
-"""
 
 
 class Workload:
@@ -164,7 +138,7 @@ def main() -> None:
     with running_server(env) as server, httpx.Client(base_url=server.url, timeout=120) as client:
         client.headers["authorization"] = f"Bearer {INGEST_KEY}"
         setup_fineloop(client, workload)
-        plain = open_plain(server.data_dir / "plain.db", synchronous, workload)
+        plain = open_plain(server.data_dir / "plain.db", synchronous, server.database)
         batched: dict[str, list[float]] = {"fineloop": [], "plain": []}
         single: dict[str, list[list[float]]] = {"fineloop": [], "plain": []}
         for round_no in range(-1, args.rounds):  # round -1 warms both paths up, unreported
@@ -230,17 +204,30 @@ def setup_fineloop(client: httpx.Client, workload: Workload) -> None:
         client.post(f"/v1/projects/{PROJECT}/interactions/batch", json=body).raise_for_status()
 
 
-def open_plain(path: Path, synchronous: str, workload: Workload) -> sqlite3.Connection:
-    plain = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+def open_plain(path: Path, synchronous: str, fineloop_db: Path) -> sqlite3.Connection:
+    """A store of sqlite3's own with fineloop's DDL (tables, indexes, foreign keys) and its
+    projects and interactions rows, so every insert checks and indexes exactly as much."""
+    plain = sqlite3.connect(f"file:{path}", uri=True, isolation_level=None)
     for pragma in ("journal_mode=WAL", f"synchronous={synchronous}", "foreign_keys=ON"):
         plain.execute(f"PRAGMA {pragma}")
-    plain.executescript(PLAIN_SCHEMA)
-    plain.execute("INSERT INTO projects (id, name) VALUES (1, ?)", (PROJECT,))
-    plain.executemany(
-        "INSERT INTO interactions (id, project_id, output) VALUES (?, 1, ?)",
-        [(i["id"], json.dumps(i["output"])) for i in workload.interactions],
-    )
+    plain.execute("ATTACH DATABASE ? AS served", (f"file:{fineloop_db}?mode=ro",))
+    tables = ("projects", "interactions", "feedback")
+    ddl = plain.execute(
+        "SELECT sql FROM served.sqlite_master WHERE sql IS NOT NULL AND tbl_name IN (?, ?, ?) "
+        "ORDER BY type = 'index', rowid",
+        tables,
+    ).fetchall()
+    for (statement,) in ddl:
+        plain.execute(statement)
+    for name in tables[:2]:
+        plain.execute(f"INSERT INTO main.{name} SELECT * FROM served.{name}")
+    plain.execute("DETACH DATABASE served")
     return plain
+
+
+def project_id(plain: sqlite3.Connection) -> int:
+    found: int = plain.execute("SELECT id FROM projects WHERE name = ?", (PROJECT,)).fetchone()[0]
+    return found
 
 
 def fineloop_batched(client: httpx.Client, batches: list[list[dict[str, Any]]]) -> float:
@@ -258,7 +245,7 @@ def fineloop_batched(client: httpx.Client, batches: list[list[dict[str, Any]]]) 
 def plain_batched(
     plain: sqlite3.Connection, workload: Workload, batches: list[list[dict[str, Any]]]
 ) -> float:
-    prepared = [workload.stored_rows(events, project_id=1) for events in batches]
+    prepared = [workload.stored_rows(events, project_id(plain)) for events in batches]
     statement = insert_statement()
     start = time.perf_counter()
     for rows in prepared:
@@ -285,7 +272,7 @@ def fineloop_single(client: httpx.Client, events: list[dict[str, Any]]) -> list[
 def plain_single(
     plain: sqlite3.Connection, workload: Workload, events: list[dict[str, Any]]
 ) -> list[float]:
-    rows = workload.stored_rows(events, project_id=1)
+    rows = workload.stored_rows(events, project_id(plain))
     statement = insert_statement()
     latencies: list[float] = []
     for row in rows:
@@ -303,7 +290,7 @@ def insert_statement() -> str:
 
 
 def same_rows_check(fineloop_db: Path, plain: sqlite3.Connection) -> dict[str, Any]:
-    """Both stores hold the same rows (but ids and received_at) and index the same columns."""
+    """Both stores hold the same rows (but ids and received_at), indexed the same way."""
     served = sqlite3.connect(f"file:{fineloop_db}?mode=ro", uri=True)
     compared = ", ".join(c for c in COLUMNS if c != "received_at")
     query = f"SELECT {compared} FROM feedback ORDER BY idempotency_key"

@@ -146,41 +146,39 @@ def test_a_batch_returns_ids_in_order_and_lists_back(
     assert [i["id"] for i in older] == [ids[1]]
 
 
-def test_an_id_used_in_another_project_is_a_conflict(
+def test_interaction_ids_are_scoped_to_their_project(
     client: TestClient, store: Store, project: str
 ) -> None:
     client.post("/v1/projects", json={"name": "other", "task": "generation"})
     client.post("/v1/projects/other/interactions", json={"id": "shared", "input": 1, "output": 2})
 
     response = client.post(
-        f"/v1/projects/{project}/interactions", json={"id": "shared", "input": 1, "output": 2}
+        f"/v1/projects/{project}/interactions", json={"id": "shared", "input": 3, "output": 4}
     )
 
-    assert response.status_code == 409
-    assert response.json()["error"] == "conflict"
-    assert "shared" in response.json()["message"]
-    assert client.get(f"/v1/projects/{project}/interactions").json() == []
-    assert count(store, Interaction) == 1
+    assert response.status_code == 201
+    assert response.json() == {"id": "shared"}
+    assert count(store, Interaction) == 2
+    assert client.get(f"/v1/projects/{project}/interactions/shared").json()["output"] == 4
+    assert client.get("/v1/projects/other/interactions/shared").json()["output"] == 2
 
 
-def test_a_batch_with_a_foreign_id_stores_nothing(
-    client: TestClient, store: Store, project: str
-) -> None:
+def test_feedback_on_a_shared_id_lands_in_its_own_project(client: TestClient, project: str) -> None:
     client.post("/v1/projects", json={"name": "other", "task": "generation"})
-    client.post("/v1/projects/other/interactions", json={"id": "shared", "input": 1, "output": 2})
+    for name in (project, "other"):
+        client.post(
+            f"/v1/projects/{name}/interactions", json={"id": "shared", "input": 1, "output": 2}
+        )
 
-    response = client.post(
-        f"/v1/projects/{project}/interactions/batch",
-        json={
-            "interactions": [
-                {"id": "mine", "input": 1, "output": 2},
-                {"id": "shared", "input": 1, "output": 2},
-            ]
-        },
+    client.post(
+        f"/v1/projects/{project}/feedback",
+        json={"kind": "thumb", "value": "up", "interaction_id": "shared"},
     )
 
-    assert response.status_code == 409
-    assert count(store, Interaction) == 1
+    mine = client.get(f"/v1/projects/{project}/feedback", params={"interaction_id": "shared"})
+    theirs = client.get("/v1/projects/other/feedback", params={"interaction_id": "shared"})
+    assert len(mine.json()["items"]) == 1
+    assert theirs.json()["items"] == []
 
 
 def test_unknown_interaction_is_404(client: TestClient, project: str) -> None:

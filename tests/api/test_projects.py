@@ -12,7 +12,7 @@ from fineloop.store.schema import Feedback
 
 def stored_rewards(store: Store) -> dict[int, float]:
     with store.read() as session:
-        return dict(session.execute(select(Feedback.id, Feedback.reward)).tuples().all())
+        return {row.id: row.reward for row in session.execute(select(Feedback.id, Feedback.reward))}
 
 
 def test_create_returns_the_project_with_the_default_reward_policy(client: TestClient) -> None:

@@ -33,7 +33,13 @@ def serve(
     register_configured_keys(store, settings)
     with store.read() as session:
         keys = auth.active_key_count(session)
-    if keys == 0 and host != LOOPBACK:
+        auth_on = auth.any_key_exists(session)
+    if auth_on and keys == 0:
+        console.print(
+            "[yellow]Every API key is revoked: all routes but /healthz refuse requests.[/yellow]"
+            " Create one with `fineloop keys create NAME --scope admin`."
+        )
+    elif keys == 0 and host != LOOPBACK:
         console.print(
             f"[yellow]No API keys are configured, so the server binds to {LOOPBACK} only "
             f"(not {host}).[/yellow] Create one with `fineloop keys create NAME --scope admin` "

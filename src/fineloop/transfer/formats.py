@@ -64,6 +64,8 @@ def _read_csv(data: bytes) -> Iterator[tuple[int, dict[str, Any]]]:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise Invalid(f"CSV is not UTF-8 ({error})", field="file") from error
+    # Long outputs are normal in feedback; Python's default cell limit is 128 KiB.
+    csv.field_size_limit(max(csv.field_size_limit(), len(data) + 1))
     reader = csv.DictReader(io.StringIO(text, newline=""))
     try:
         if not reader.fieldnames:  # reads the header row, which may be malformed too
