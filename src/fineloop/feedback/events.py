@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import cache
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
@@ -155,7 +156,12 @@ FeedbackEvent = Annotated[
 _ENVELOPE_FIELDS = frozenset(EventEnvelope.model_fields) | {"kind"}
 
 
+@cache
+def _payload_fields(kind: type[EventEnvelope]) -> frozenset[str]:
+    return frozenset(kind.model_fields) - _ENVELOPE_FIELDS
+
+
 def payload_of(event: EventEnvelope) -> dict[str, Any]:
     """The kind-specific part of an event, as stored in the `payload` column."""
-    fields = set(type(event).model_fields) - _ENVELOPE_FIELDS
-    return event.model_dump(mode="json", include=fields, exclude_none=True)
+    fields = _payload_fields(type(event))
+    return event.model_dump(mode="json", include=set(fields), exclude_none=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
 from fineloop.errors import BatchRejected, RowError
@@ -24,7 +24,11 @@ from fineloop.feedback.events import (
     payload_of,
 )
 from fineloop.feedback.rewards import RewardPolicy, stored_reward
-from fineloop.store.interactions import existing_interactions, shown_item_ids
+from fineloop.store.interactions import (
+    existing_interaction_ids,
+    existing_interactions,
+    shown_item_ids,
+)
 from fineloop.store.projects import policy_of
 from fineloop.store.schema import Feedback, Project, table
 
@@ -44,7 +48,14 @@ def ingest(session: Session, project: Project, events: Sequence[EventEnvelope]) 
     now = datetime.now(UTC)
     policy = policy_of(project)
     known = _known_keys(session, project.id, events)
-    outputs = existing_interactions(session, project.id, _referenced_interactions(events))
+    referenced = existing_interaction_ids(session, project.id, _referenced_interactions(events))
+    # Only selections look inside what was shown; skip decoding every other output.
+    selections: set[str] = {
+        e.interaction_id
+        for e in events
+        if isinstance(e, SelectionEvent) and e.interaction_id is not None
+    }
+    outputs = existing_interactions(session, project.id, selections & referenced)
     errors: list[RowError] = []
     rows: list[dict[str, Any]] = []
     row_of_event: list[int | str] = []  # index into `rows`, or an idempotency key seen before
@@ -54,7 +65,7 @@ def ingest(session: Session, project: Project, events: Sequence[EventEnvelope]) 
         if key is not None and (key in known or key in first_row_of_key):
             row_of_event.append(key if key in known else first_row_of_key[key])
             continue
-        problems = _check(event, policy, outputs, now)
+        problems = _check(event, policy, referenced, outputs, now)
         if problems:
             errors += [RowError(index, field, message) for field, message in problems]
             row_of_event.append(-1)
@@ -88,10 +99,16 @@ def _mark_in_batch_duplicates(results: list[Stored]) -> None:
 def _insert(session: Session, rows: list[dict[str, Any]]) -> list[int]:
     if not rows:
         return []
-    statement = insert(table(Feedback)).returning(
-        table(Feedback).c.id, sort_by_parameter_order=True
-    )
-    return list(session.execute(statement, rows).scalars())
+    feedback = table(Feedback)
+    if session.get_bind().dialect.name != "sqlite":
+        statement = insert(feedback).returning(feedback.c.id, sort_by_parameter_order=True)
+        return list(session.execute(statement, rows).scalars())
+    # SQLite cannot batch an ordered INSERT ... RETURNING, so one plain executemany it is.
+    # The write transaction began IMMEDIATE and holds the database lock, so the rows got
+    # consecutive rowids ending at last_insert_rowid().
+    session.execute(insert(feedback), rows)
+    last = session.execute(text("SELECT last_insert_rowid()")).scalar_one()
+    return list(range(last - len(rows) + 1, last + 1))
 
 
 def _known_keys(
@@ -119,7 +136,11 @@ def _referenced_interactions(events: Sequence[EventEnvelope]) -> set[str]:
 
 
 def _check(
-    event: EventEnvelope, policy: RewardPolicy, outputs: dict[str, Any], now: datetime
+    event: EventEnvelope,
+    policy: RewardPolicy,
+    referenced: set[str],
+    outputs: dict[str, Any],
+    now: datetime,
 ) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     if event.timestamp is not None and event.timestamp > now + CLOCK_SKEW:
@@ -131,7 +152,7 @@ def _check(
             ("rejected_interaction_id", event.rejected_interaction_id),
         ]
     for field, interaction_id in references:
-        if interaction_id and interaction_id not in outputs:
+        if interaction_id and interaction_id not in referenced:
             problems.append((field, f"unknown interaction {interaction_id!r} in this project"))
     needs_anchor = not isinstance(event, PreferenceEvent)
     if needs_anchor and event.interaction_id is None and event.input is None:

@@ -50,6 +50,22 @@ def log_interactions(
     return ids
 
 
+def existing_interaction_ids(session: Session, project_id: int, ids: Iterable[str]) -> set[str]:
+    """Those of `ids` that exist in the project (no outputs loaded: cheap for big batches)."""
+    wanted = list(dict.fromkeys(ids))
+    found: set[str] = set()
+    for start in range(0, len(wanted), _IN_CHUNK):
+        chunk = wanted[start : start + _IN_CHUNK]
+        found.update(
+            session.scalars(
+                select(Interaction.id).where(
+                    Interaction.project_id == project_id, Interaction.id.in_(chunk)
+                )
+            )
+        )
+    return found
+
+
 def existing_interactions(session: Session, project_id: int, ids: Iterable[str]) -> dict[str, Any]:
     """Map of id -> output for those of `ids` that exist in the project."""
     wanted = list(dict.fromkeys(ids))
