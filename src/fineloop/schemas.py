@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from fineloop.feedback.events import FeedbackEvent
 from fineloop.feedback.rewards import RewardPolicy
+from fineloop.policies import ServingPolicy, TrainingPolicy
 
 TaskName = Literal["embedding", "generation", "ner"]
 ProjectName = Annotated[
@@ -38,6 +39,8 @@ class ProjectCreate(Strict):
     )
     description: str = Field(default="", max_length=10_000)
     reward_policy: RewardPolicy = Field(default_factory=RewardPolicy)
+    training_policy: TrainingPolicy = Field(default_factory=TrainingPolicy)
+    serving_policy: ServingPolicy = Field(default_factory=ServingPolicy)
 
 
 class ProjectUpdate(Strict):
@@ -46,6 +49,8 @@ class ProjectUpdate(Strict):
     reward_policy: RewardPolicy | None = Field(
         default=None, description="Replacing the policy recomputes every stored reward."
     )
+    training_policy: TrainingPolicy | None = None
+    serving_policy: ServingPolicy | None = None
 
 
 class ProjectPublic(BaseModel):
@@ -54,6 +59,8 @@ class ProjectPublic(BaseModel):
     base_model: str | None
     description: str
     reward_policy: RewardPolicy
+    training_policy: TrainingPolicy
+    serving_policy: ServingPolicy
     created_at: datetime
     updated_at: datetime
 

@@ -25,7 +25,8 @@ from fineloop.config import Settings, get_settings
 from fineloop.store import Store, migrate
 from fineloop.store.schema import Base
 
-TABLES = {"projects", "items", "interactions", "feedback", "api_keys"}
+TABLES = set(Base.metadata.tables)
+HEAD = "0002"
 
 
 @pytest.fixture
@@ -59,7 +60,7 @@ def test_open_creates_every_table_on_a_blank_database(blank: Settings) -> None:
     store = Store.open(blank)
     try:
         assert _tables(store) == TABLES
-        assert _revision(store) == "0001"
+        assert _revision(store) == HEAD
     finally:
         store.close()
 
@@ -97,7 +98,7 @@ def test_opening_twice_changes_nothing(blank: Settings) -> None:
     first.close()
     second = Store.open(blank)
     try:
-        assert _revision(second) == "0001"
+        assert _revision(second) == HEAD
         assert _tables(second) == TABLES
         with second.read() as session:
             assert session.scalar(text("SELECT count(*) FROM api_keys")) == 1
@@ -162,7 +163,7 @@ def test_processes_opening_a_fresh_database_at_once_all_succeed(blank: Settings)
     check = Store.open(blank)
     try:
         assert _tables(check) == TABLES
-        assert _revision(check) == "0001"
+        assert _revision(check) == HEAD
     finally:
         check.close()
 
@@ -204,3 +205,26 @@ def test_foreign_keys_are_enforced(blank: Settings) -> None:
             assert session.scalar(text("SELECT count(*) FROM items")) == 0
     finally:
         store.close()
+
+
+def test_upgrading_a_0001_store_keeps_its_projects(tmp_path: Path) -> None:
+    settings = get_settings(data_dir=tmp_path)
+    store = Store.open(settings, migrate_schema=False)
+    migrate.upgrade(store.engine, "0001")
+    with store.engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO projects (name, task, description, reward_policy, created_at,"
+                " updated_at) VALUES ('old', 'embedding', '', '{}', '2026-01-01 00:00:00.000000',"
+                " '2026-01-01 00:00:00.000000')"
+            )
+        )
+    migrate.upgrade(store.engine)
+    with store.engine.connect() as connection:
+        row = connection.execute(
+            text("SELECT name, training_policy, serving_policy FROM projects")
+        ).one()
+    assert row[0] == "old"
+    assert row[1] in ("{}", {}) and row[2] in ("{}", {})
+    assert _revision(store) == HEAD
+    store.close()

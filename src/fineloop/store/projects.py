@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from fineloop.errors import Conflict, NotFound
 from fineloop.feedback.rewards import RewardPolicy, stored_reward
+from fineloop.policies import ServingPolicy, TrainingPolicy
 from fineloop.schemas import ProjectCreate, ProjectPublic, ProjectUpdate
 from fineloop.store.schema import Feedback, Project, table
 
@@ -22,6 +23,8 @@ def create_project(session: Session, spec: ProjectCreate) -> Project:
         base_model=spec.base_model,
         description=spec.description,
         reward_policy=spec.reward_policy.model_dump(mode="json"),
+        training_policy=spec.training_policy.model_dump(mode="json"),
+        serving_policy=spec.serving_policy.model_dump(mode="json"),
         created_at=now,
         updated_at=now,
     )
@@ -50,12 +53,24 @@ def policy_of(project: Project) -> RewardPolicy:
     return RewardPolicy.model_validate(project.reward_policy)
 
 
+def training_policy_of(project: Project) -> TrainingPolicy:
+    return TrainingPolicy.model_validate(project.training_policy or {})
+
+
+def serving_policy_of(project: Project) -> ServingPolicy:
+    return ServingPolicy.model_validate(project.serving_policy or {})
+
+
 def update_project(session: Session, name: str, change: ProjectUpdate) -> Project:
     project = get_project(session, name)
     if change.base_model is not None:
         project.base_model = change.base_model
     if change.description is not None:
         project.description = change.description
+    if change.training_policy is not None:
+        project.training_policy = change.training_policy.model_dump(mode="json")
+    if change.serving_policy is not None:
+        project.serving_policy = change.serving_policy.model_dump(mode="json")
     if change.reward_policy is not None:
         project.reward_policy = change.reward_policy.model_dump(mode="json")
         recompute_rewards(session, project)
@@ -96,6 +111,8 @@ def project_public(project: Project) -> ProjectPublic:
         base_model=project.base_model,
         description=project.description,
         reward_policy=policy_of(project),
+        training_policy=training_policy_of(project),
+        serving_policy=serving_policy_of(project),
         created_at=project.created_at,
         updated_at=project.updated_at,
     )

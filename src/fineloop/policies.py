@@ -1,0 +1,63 @@
+"""Per-project training and serving policies: data stored with the project, like rewards."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TrainingPolicy(BaseModel):
+    """How a project trains and when a candidate may replace the champion."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    train: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Overrides of the task's training config (e.g. loss, epochs, batch_size); "
+        "validated by the task.",
+    )
+    gate_margin: float = Field(
+        default=0.0,
+        ge=-1,
+        le=1,
+        description="A candidate is promoted only if the lower bound of the 95% bootstrap "
+        "interval of (candidate - champion) on the primary metric is above this.",
+    )
+    auto_promote: bool = Field(
+        default=True, description="Promote a candidate that passes the gate at once."
+    )
+    bootstrap_samples: int = Field(default=1000, ge=100, le=100_000)
+    seed: int = Field(default=13, description="Seed for splits, sampling and training.")
+
+
+class ServingPolicy(BaseModel):
+    """How a project serves: calibration, instant adaptation, selection thresholds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    online_adaptation: bool = Field(
+        default=True,
+        description="Let feedback on similar past queries re-rank results at once.",
+    )
+    adaptation_strength: float = Field(
+        default=4.0, ge=0, le=50, description="Weight of past feedback, in logits."
+    )
+    adaptation_min_similarity: float = Field(
+        default=0.75,
+        ge=0,
+        le=1,
+        description="Past queries less similar than this to the new one are ignored.",
+    )
+    adaptation_half_life_days: float | None = Field(
+        default=30.0, gt=0, description="Age at which past feedback counts half."
+    )
+    calibration: Literal["auto", "isotonic", "platt"] = Field(
+        default="auto",
+        description="Map from similarity to acceptance probability: isotonic with enough "
+        "feedback (auto: >= 200 judged items), else Platt scaling.",
+    )
+    select_threshold: float = Field(
+        default=0.5, ge=0, le=1, description="Default acceptance probability for `select`."
+    )
+    max_query_chars: int = Field(default=2_000, ge=1, le=100_000)

@@ -1,0 +1,1 @@
+"""Model registry: immutable versions, aliases with history, the promotion gate."""
