@@ -157,3 +157,18 @@ def live_server(settings: Settings) -> Iterator[LiveServer]:
     server = LiveServer(settings)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def _tiny_model_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from factories import build_tiny_sentence_model
+
+    return build_tiny_sentence_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture
+def tiny_model(_tiny_model_master: Path, tmp_path: Path) -> Path:
+    """A private copy of a tiny sentence-transformers model folder (built once per run)."""
+    copy = tmp_path / "tiny-model"
+    shutil.copytree(_tiny_model_master, copy)
+    return copy
