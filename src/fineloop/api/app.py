@@ -11,7 +11,20 @@ from fineloop import __version__, auth
 from fineloop.api import errors
 from fineloop.api.deps import KeyCache
 from fineloop.api.limits import BodyLimit
-from fineloop.api.routes import feedback, health, interactions, items, keys, projects, transfer
+from fineloop.api.routes import (
+    feedback,
+    health,
+    interactions,
+    items,
+    jobs,
+    keys,
+    models,
+    openai_compat,
+    projects,
+    search,
+    snapshots,
+    transfer,
+)
 from fineloop.config import Settings, get_settings
 from fineloop.store import Store
 
@@ -33,6 +46,10 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.state.keys = KeyCache(store)
     errors.install(app)
     for module in (health, projects, items, interactions, feedback, transfer, keys):
+        app.include_router(module.router)
+    for module in (search, openai_compat):  # serving: search, select, /v1/embeddings
+        app.include_router(module.router)
+    for module in (jobs, models, snapshots):  # training jobs, the model registry, snapshots
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)

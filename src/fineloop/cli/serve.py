@@ -27,6 +27,7 @@ def serve(
     from fineloop.api import create_app
     from fineloop.api.app import register_configured_keys
     from fineloop.demo import ensure_demo_project
+    from fineloop.jobs.worker import Worker
 
     settings = load_settings(config)
     store = Store.open(settings)
@@ -57,4 +58,11 @@ def serve(
         f"API docs: http://{host}:{port}/docs"
     )
     app = create_app(settings, store)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    worker = Worker(store, settings)  # runs training jobs, each in a child process
+    app.state.worker = worker
+    for job_id in worker.start():
+        console.print(f"job {job_id} was left running by a stopped process: marked failed")
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    finally:
+        worker.stop()

@@ -17,6 +17,10 @@ from fineloop.store import Store
 from fineloop.store.schema import Project
 
 
+class JobCancelled(Exception):
+    """Raised inside a running step once its cancel was requested: unwind, save nothing."""
+
+
 class ProgressSink(Protocol):
     """Where a running step reports; the job runner writes it all to the store."""
 
@@ -78,9 +82,17 @@ class Task(Protocol):
         ...
 
     def build(
-        self, store: Store, settings: Settings, project: Project, out_dir: Path, *, seed: int
+        self,
+        store: Store,
+        settings: Settings,
+        project: Project,
+        out_dir: Path,
+        *,
+        seed: int,
+        **options: Any,
     ) -> BuiltSnapshot:
-        """Turn the project's feedback (and items) into a dataset written under out_dir."""
+        """Turn the project's feedback (and items) into a dataset written under out_dir;
+        `options` are the task's own build settings."""
         ...
 
     def train(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query, Response, status
+from fastapi import APIRouter, Body, Query, Request, Response, status
 from sqlalchemy import select
 
 from fineloop.api.deps import Admin, Ingest, SettingsDep, StoreDep, check_batch_size
@@ -14,6 +14,7 @@ from fineloop.feedback.events import FeedbackEvent, FeedbackKind
 from fineloop.feedback.query import FeedbackFilter, feedback_public, page
 from fineloop.operations import store_feedback
 from fineloop.schemas import BatchAck, FeedbackAck, FeedbackBatch, FeedbackPage, FeedbackPublic
+from fineloop.serving import feedback_changed
 from fineloop.store.projects import get_project, policy_of
 from fineloop.store.schema import Feedback
 
@@ -26,9 +27,11 @@ def post_one(
     event: Annotated[FeedbackEvent, Body()],
     store: StoreDep,
     response: Response,
+    request: Request,
 ) -> FeedbackAck:
     """Store one event. 201 when stored, 200 when its idempotency key was seen before."""
     stored = store_feedback(store, project, [event])[0]
+    feedback_changed(request.app, project)
     if not stored.created:
         response.status_code = status.HTTP_200_OK
     return FeedbackAck(id=stored.id, created=stored.created, reward=stored.reward)
@@ -36,11 +39,12 @@ def post_one(
 
 @router.post("/batch", status_code=status.HTTP_201_CREATED, dependencies=[Ingest])
 def post_batch(
-    project: str, body: FeedbackBatch, store: StoreDep, settings: SettingsDep
+    project: str, body: FeedbackBatch, store: StoreDep, settings: SettingsDep, request: Request
 ) -> BatchAck:
     """Store up to 10,000 events: all of them, or (422, with the invalid rows) none."""
     check_batch_size(len(body.events), settings)
     stored = store_feedback(store, project, body.events)
+    feedback_changed(request.app, project)
     created = sum(s.created for s in stored)
     return BatchAck(ids=[s.id for s in stored], created=created, duplicates=len(stored) - created)
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from sqlalchemy import select
 
 from fineloop.api.deps import Admin, SettingsDep, StoreDep, check_batch_size
 from fineloop.errors import NotFound
 from fineloop.operations import store_items
 from fineloop.schemas import ItemPublic, ItemsUpsert
+from fineloop.serving import items_changed
 from fineloop.store.items import item_public, list_items
 from fineloop.store.projects import get_project
 from fineloop.store.schema import Item
@@ -20,11 +21,13 @@ router = APIRouter(prefix="/v1/projects/{project}/items", tags=["items"], depend
 
 @router.put("")
 def upsert(
-    project: str, body: ItemsUpsert, store: StoreDep, settings: SettingsDep
+    project: str, body: ItemsUpsert, store: StoreDep, settings: SettingsDep, request: Request
 ) -> dict[str, Any]:
     """Insert or replace up to 10,000 items by id."""
     check_batch_size(len(body.items), settings)
-    return {"upserted": store_items(store, project, body.items)}
+    upserted = store_items(store, project, body.items)
+    items_changed(request.app, project, [item.id for item in body.items])
+    return {"upserted": upserted}
 
 
 @router.get("")

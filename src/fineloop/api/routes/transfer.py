@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from fineloop.api.deps import Admin, StoreDep
 from fineloop.schemas import ImportReport
+from fineloop.serving import feedback_changed, items_changed
 from fineloop.store.projects import get_project
 from fineloop.transfer.service import export_file, import_file
 
@@ -33,7 +34,12 @@ async def import_rows(
     line numbers of the bad rows). `format=oasst` takes an Open-Assistant tree file and
     imports interactions and feedback together."""
     data = await request.body()
-    return await run_in_threadpool(import_file, store, project, resource, data, format)
+    reports = await run_in_threadpool(import_file, store, project, resource, data, format)
+    if resource == "items":
+        items_changed(request.app, project)
+    else:
+        feedback_changed(request.app, project)
+    return reports
 
 
 @router.get("/export/{resource}")

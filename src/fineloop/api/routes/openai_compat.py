@@ -1,0 +1,141 @@
+"""`POST /v1/embeddings`, shaped like OpenAI's embeddings API, over a project's model.
+
+`model` names the project, optionally with a version or alias: "faq", "faq:champion",
+"faq:v3". Errors use OpenAI's body, {"error": {"message", "type", "param", "code"}}, so
+OpenAI clients report them as they would OpenAI's own; the HTTP status is fineloop's (404
+unknown model, 422 invalid request, 401/403 keys).
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any, Literal
+
+import numpy as np
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from fineloop.api.deps import require
+from fineloop.errors import FineloopError, Invalid, NotFound, field_path
+from fineloop.serving import get_serving
+from fineloop.serving.versions import served_version
+
+router = APIRouter(tags=["openai-compatible"])
+MAX_INPUTS = 2048
+MAX_INPUT_CHARS = 100_000
+_check_key = require("ingest")
+
+
+class EmbeddingsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input: JsonValue = Field(description="A string or a list of strings to embed.")
+    model: str = Field(
+        min_length=1, max_length=140, description='"project" or "project:version-or-alias".'
+    )
+    encoding_format: Literal["float", "base64"] = Field(
+        default="float", description="float arrays, or base64 of little-endian float32."
+    )
+    dimensions: int | None = Field(
+        default=None, ge=1, description="Keep the first n dimensions, renormalized (Matryoshka)."
+    )
+    user: str | None = Field(default=None, max_length=256, description="End-user id; unused.")
+
+
+@router.post("/v1/embeddings")
+async def embeddings(request: Request) -> JSONResponse:
+    """Embed texts with the project's champion (or the named version)."""
+    try:
+        _check_key(request)
+        body = EmbeddingsRequest.model_validate(await _json(request))
+        payload = await run_in_threadpool(_embed, request.app, body)
+    except FineloopError as error:
+        return _error(error.status, error.message, error.field, error.code)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = field_path(list(first["loc"]), first["type"]) or "body"
+        return _error(422, f"{where}: {first['msg']}", where, "invalid")
+    return JSONResponse(payload)
+
+
+async def _json(request: Request) -> Any:
+    try:
+        return await request.json()
+    except ValueError as error:
+        raise Invalid(f"the body is not valid JSON: {error}", field="body") from error
+
+
+def _texts(value: JsonValue) -> list[str]:
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise Invalid("input is empty; send a string or a non-empty list of strings", field="input")
+    if any(isinstance(i, int | list) and not isinstance(i, bool) for i in items):
+        raise Invalid(
+            "token arrays are not supported: send the text itself (this endpoint tokenizes "
+            "with the model's own tokenizer)",
+            field="input",
+        )
+    if not all(isinstance(i, str) for i in items):
+        raise Invalid("input must be a string or a list of strings", field="input")
+    texts = [str(i) for i in items]
+    if len(texts) > MAX_INPUTS:
+        raise Invalid(f"{len(texts)} inputs; at most {MAX_INPUTS} per request", field="input")
+    for index, text in enumerate(texts):
+        if not text:
+            raise Invalid(f"input[{index}] is an empty string", field="input")
+        if len(text) > MAX_INPUT_CHARS:
+            raise Invalid(
+                f"input[{index}] has {len(text)} characters; at most {MAX_INPUT_CHARS}",
+                field="input",
+            )
+    return texts
+
+
+def _embed(app: Any, body: EmbeddingsRequest) -> dict[str, Any]:
+    texts = _texts(body.input)
+    name, _, ref = body.model.partition(":")
+    try:
+        project, version = served_version(app.state.store, name, ref or None)
+    except NotFound as error:
+        raise NotFound(error.message, field="model") from error
+    predictor = get_serving(app).predictor(version)
+    vectors = predictor.encode(texts)
+    if body.dimensions is not None:
+        if body.dimensions > predictor.dimension:
+            raise Invalid(
+                f"dimensions {body.dimensions} exceeds the model's {predictor.dimension}",
+                field="dimensions",
+            )
+        vectors = vectors[:, : body.dimensions]
+        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    tokens = sum(predictor.count_tokens(texts))
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": _encoded(v, body.encoding_format)}
+            for i, v in enumerate(vectors)
+        ],
+        "model": f"{project.name}:{version.label}",
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+def _encoded(vector: np.ndarray, encoding: str) -> list[float] | str:
+    if encoding == "base64":
+        return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
+    return [float(x) for x in vector]
+
+
+def _error(status: int, message: str, param: str | None, code: str) -> JSONResponse:
+    kinds = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}
+    body = {
+        "error": {
+            "message": message,
+            "type": kinds.get(status, "invalid_request_error"),
+            "param": param,
+            "code": "model_not_found" if status == 404 else code,
+        }
+    }
+    return JSONResponse(body, status_code=status)

@@ -1,0 +1,54 @@
+"""Search and select over an embedding project's items, and its score calibration."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+
+from fineloop.api.deps import Admin, Ingest
+from fineloop.serving import ServingState, get_serving
+from fineloop.serving.schemas import SearchRequest, SearchResponse, SelectRequest, SelectResponse
+from fineloop.serving.service import search, select
+
+router = APIRouter(prefix="/v1/projects/{project}", tags=["serving"])
+
+
+def _serving(request: Request) -> ServingState:
+    return get_serving(request.app)
+
+
+ServingDep = Annotated[ServingState, Depends(_serving)]
+
+
+@router.post("/search", dependencies=[Ingest])
+def search_items(project: str, body: SearchRequest, serving: ServingDep) -> SearchResponse:
+    """The k best items for the query, each with its cosine `score` and calibrated
+    `probability`; logs the interaction (attach feedback to `interaction_id`)."""
+    return search(serving, project, body)
+
+
+@router.post("/select", dependencies=[Ingest])
+def select_items(project: str, body: SelectRequest, serving: ServingDep) -> SelectResponse:
+    """Every item whose probability reaches the threshold (at most `max`), plus the next
+    best candidates a user may pick from; logs the candidates as the shown items."""
+    return select(serving, project, body)
+
+
+@router.get("/calibration", dependencies=[Admin])
+def show_calibration(
+    project: str, serving: ServingDep, version: str | None = None
+) -> dict[str, Any]:
+    """The calibration the version (default: champion) serves with."""
+    served = serving.serve(project, version)
+    return {"model_version": served.version.label, **served.slot.calibrator.public()}
+
+
+@router.post("/calibration", dependencies=[Admin])
+def refit_calibration(
+    project: str, serving: ServingDep, version: str | None = None
+) -> dict[str, Any]:
+    """Refit the calibration on all judged feedback now, store it and serve with it."""
+    served = serving.serve(project, version)
+    fitted = serving.refit(served)
+    return {"model_version": served.version.label, **fitted.public()}

@@ -1,0 +1,47 @@
+"""Starting a training job, as the API and the CLI both do: check first, then queue.
+
+Whatever can be refused cheaply is refused here, before a job exists: an unknown task, bad
+config overrides (422 naming the field), too few examples when the task can count them
+without building (422 "needs N, has M"), or a training job already active (409 naming it).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from fineloop.jobs import store as jobs
+from fineloop.store import Store
+from fineloop.store.projects import get_project, training_policy_of
+from fineloop.store.schema import Job, Project
+from fineloop.tasks import get_task
+
+
+@runtime_checkable
+class ChecksReadiness(Protocol):
+    """Optional for a task: refuse cheaply (raise `Invalid`) when a build would fail for
+    lack of data, saying how much is needed and how much there is."""
+
+    def check_trainable(self, store: Store, project: Project) -> None: ...
+
+
+def start_training(
+    store: Store,
+    project_name: str,
+    overrides: dict[str, Any] | None = None,
+    *,
+    claimed_by: str | None = None,
+) -> Job:
+    """Validate and create a training job: queued for a worker, or running in `claimed_by`."""
+    overrides = dict(overrides or {})
+    with store.read() as session:
+        project = get_project(session, project_name)
+    task = get_task(project.task)
+    policy = training_policy_of(project)
+    task.train_config({**policy.train, **overrides})  # raises Invalid on a bad override
+    if isinstance(task, ChecksReadiness):
+        task.check_trainable(store, project)
+    with store.write() as session:
+        project = get_project(session, project_name)
+        return jobs.create_job(
+            session, project, jobs.TRAIN, {"overrides": overrides}, claimed_by=claimed_by
+        )

@@ -1,0 +1,92 @@
+"""The steps of the training pipeline that are more than a call: snapshot, evaluation, gate.
+
+Kept apart from `train.py` so the pipeline reads as a list of steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fineloop.config import Settings
+from fineloop.policies import TrainingPolicy
+from fineloop.registry.gate import GateDecision, decide, paired_bootstrap
+from fineloop.snapshots import build_and_publish, built_snapshot
+from fineloop.store import Store
+from fineloop.store.schema import ModelVersion, Project
+from fineloop.tasks.base import BuiltSnapshot, Evaluation, Task
+
+SPLIT = "test"
+
+
+def snapshot_for(
+    store: Store, settings: Settings, project: Project, task: Task, *, seed: int, label: str
+) -> BuiltSnapshot:
+    """Build (or reuse) the project's snapshot; the builder mines with the champion."""
+    row = build_and_publish(store, settings, project.name, seed=seed, label=label)
+    return built_snapshot(row)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Base, champion and candidate evaluated on the same held-out split."""
+
+    primary: str
+    base: Evaluation
+    champion: Evaluation
+    candidate: Evaluation
+    base_version: str
+    champion_version: str
+
+    def as_metrics(self, decision: GateDecision) -> dict[str, Any]:
+        """What a version records: every model's metrics, side by side, and the interval."""
+        interval = decision.interval
+        return {
+            "primary": self.primary,
+            "split": SPLIT,
+            "examples": len(self.candidate.per_example),
+            "candidate": self.candidate.metrics,
+            "champion": self.champion.metrics,
+            "base": self.base.metrics,
+            "champion_version": self.champion_version,
+            "base_version": self.base_version,
+            "interval": None if interval is None else decision.as_dict()["interval"],
+        }
+
+
+def evaluate_all(
+    task: Task, snapshot: Path, base: ModelVersion, champion: ModelVersion, candidate: Path
+) -> Comparison:
+    """Evaluate each distinct model once (the champion often is the base model)."""
+    base_eval = task.evaluate(base.artifact_uri, snapshot, SPLIT)
+    champion_eval = (
+        base_eval
+        if champion.id == base.id
+        else task.evaluate(champion.artifact_uri, snapshot, SPLIT)
+    )
+    candidate_eval = task.evaluate(str(candidate), snapshot, SPLIT)
+    return Comparison(
+        primary=candidate_eval.primary,
+        base=base_eval,
+        champion=champion_eval,
+        candidate=candidate_eval,
+        base_version=f"v{base.number}",
+        champion_version=f"v{champion.number}",
+    )
+
+
+def gate_decision(comparison: Comparison, policy: TrainingPolicy) -> GateDecision:
+    """Paired bootstrap of candidate - champion on the primary metric, then the margin."""
+    candidate = comparison.candidate.per_example
+    champion = comparison.champion.per_example
+    if not candidate or len(candidate) != len(champion):
+        reason = (
+            f"{comparison.primary}: no paired held-out scores to compare "
+            f"(candidate {len(candidate)}, champion {len(champion)}), so the champion stays"
+        )
+        return GateDecision(False, reason, comparison.primary, policy.gate_margin, None)
+    interval = paired_bootstrap(
+        candidate, champion, samples=policy.bootstrap_samples, seed=policy.seed
+    )
+    return decide(comparison.primary, interval, policy.gate_margin)

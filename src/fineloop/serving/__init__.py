@@ -1,0 +1,63 @@
+"""Serving: search, select and embeddings over a project's champion, with calibration and
+instant adaptation (see state.py for the caches, service.py for the request path).
+
+The state lives on `app.state.serving`, made on first use so an app that never serves loads
+no model. The hooks below are what other routes call after they store something serving
+depends on; each is a no-op while nothing is served.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from fineloop.serving.state import ServingState
+
+_CREATE = threading.Lock()
+
+__all__ = ["ServingState", "champion_changed", "feedback_changed", "get_serving", "items_changed"]
+
+
+def get_serving(app: Any) -> ServingState:
+    """The app's serving state, created on first use."""
+    found: ServingState | None = getattr(app.state, "serving", None)
+    if found is None:
+        with _CREATE:
+            found = getattr(app.state, "serving", None)
+            if found is None:
+                found = ServingState(app.state.store, app.state.settings)
+                app.state.serving = found
+    return found
+
+
+def _existing(app: Any) -> ServingState | None:
+    found: ServingState | None = getattr(app.state, "serving", None)
+    return found
+
+
+def items_changed(app: Any, project: str, item_ids: Iterable[str] | None = None) -> None:
+    """After items were upserted: cached indexes re-embed them before their next search
+    (`None`: ids unknown, e.g. a file import; the indexes resync with the store)."""
+    state = _existing(app)
+    if state is None:
+        return
+    if item_ids is None:
+        state.changes.record_all(project)
+    else:
+        state.changes.record(project, item_ids)
+
+
+def feedback_changed(app: Any, project: str) -> None:
+    """After feedback was stored: the next search reads it into the adaptation memory."""
+    state = _existing(app)
+    if state is not None:
+        state.feedback_changed(project)
+
+
+def champion_changed(app: Any, project: str) -> None:
+    """After a promotion or rollback: start building the new champion's index now rather
+    than at the next search (which would otherwise notice the move and do the same)."""
+    state = _existing(app)
+    if state is not None:
+        state.prepare(project)

