@@ -23,6 +23,9 @@ PATH_VALUES = {
     "interaction_id": "call-1",
     "item_id": "doc-1",
     "key_id": "1",
+    "job_id": "1",
+    "ref": "champion",
+    "snapshot_id": "0" * 64,
 }
 THUMB = {"kind": "thumb", "value": "up", "interaction_id": "call-1"}
 CALL = {"id": "call-1", "input": "q", "output": "a"}

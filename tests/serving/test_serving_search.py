@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from fineloop.registry.versions import CHAMPION
+from fineloop.serving import get_serving
 from fineloop.store import Store
 from fineloop.store.schema import Alias, ModelVersion
 from serving.helpers import CATALOG, ids, search
@@ -107,6 +108,8 @@ def test_search_on_a_project_without_items_says_to_upsert(client: TestClient, sh
     assert response.status_code == 422
     assert "no items" in response.json()["message"]
     assert f"PUT /v1/projects/{shop}/items" in response.json()["message"]
+    client.put(f"/v1/projects/{shop}/items", json={"items": [{"id": "a", "text": "refund"}]})
+    assert ids(search(client, shop, "refund")) == ["a"]
 
 
 @pytest.mark.parametrize("version", ["v7", "7", "staging"])
@@ -170,3 +173,38 @@ def test_feedback_naming_items_not_shown_is_rejected(client: TestClient, catalog
 
     assert response.status_code == 422
     assert "not shown" in response.json()["message"]
+
+
+def test_a_base_model_that_cannot_load_is_a_clear_4xx(client: TestClient) -> None:
+    client.post(
+        "/v1/projects",
+        json={"name": "broken", "task": "embedding", "base_model": "/nowhere/no-model"},
+    )
+    client.put("/v1/projects/broken/items", json={"items": [{"id": "a", "text": "refund"}]})
+
+    response = client.post("/v1/projects/broken/search", json={"query": "refund"})
+
+    assert response.status_code == 422
+    assert "cannot load the model of v0 from '/nowhere/no-model'" in response.json()["message"]
+
+
+def test_bulk_upserts_and_file_imports_are_embedded_in_the_background(
+    client: TestClient, catalog: str
+) -> None:
+    search(client, catalog, "refund")
+    words = ["roof", "beam", "stair", "column", "floor", "window", "door"]
+    bulk = [
+        {"id": f"bulk-{n}", "text": f"{words[n % 7]} {words[(n // 7) % 7]} {words[n // 49]}"}
+        for n in range(300)
+    ]
+    client.put(f"/v1/projects/{catalog}/items", json={"items": bulk})
+    client.post(
+        f"/v1/projects/{catalog}/import/items?format=jsonl",
+        content=b'{"id": "imported", "text": "where is the wall"}\n',
+    )
+
+    search(client, catalog, "refund")  # notices both, queues the catch-up
+    get_serving(client.app).background.join()
+
+    assert ids(search(client, catalog, "where is the wall", k=1)) == ["imported"]
+    assert ids(search(client, catalog, "door column window", k=1)) == ["bulk-272"]

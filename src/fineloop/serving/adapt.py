@@ -2,21 +2,25 @@
 
 For a new query q, every judged past query j whose embedding (under the serving version)
 has cosine sim_j >= `adaptation_min_similarity` votes on the items it labelled (see
-`memory.py` for the labels v_ij in {+1, +0.5, -0.5, -1}):
+`memory.py` for the labels v_ij in {+1, +SOFT, -SOFT, -1}, SOFT = 0.75):
 
-    E_i = sum_j  sim_j * decay_j * w_j * v_ij
+    E_i = sum_j  (sim_j / sim_nearest) * decay_j * w_j * v_ij
     decay_j = 0.5 ** (age_j / adaptation_half_life_days)   (1 when the half-life is null)
     w_j = |reward| of the judgement (1 for a plain selection or label)
 
+so the closest judged query counts fully and the others in proportion to their similarity,
 and an item with evidence moves in logit space:
 
     logit(p_i') = clip(logit(p_i), -LOGIT_CLIP, +LOGIT_CLIP) + adaptation_strength * E_i
 
-The clip bounds how sure the model may be against a user: with the default strength 4 one
-explicit judgement on the same query (E = +-1) moves any item to the side of 0.5 the user
-chose by at least one logit (p >= 0.73 or <= 0.27), and a soft label (+-0.5) does so after
-two answers. Evidence adds up over rounds and users, so the set `select` returns converges
-to what users pick. Items without evidence keep their calibrated probability.
+The clip bounds how sure the model may be against a user. With the default strength 4, one
+explicit judgement from the nearest query (E = +-1) puts any item on the side of 0.5 the
+user chose with a margin of 1.5 logits (p >= 0.82 or <= 0.18), and a soft one (+-0.75) with
+0.5 (p >= 0.62 or <= 0.38). Evidence adds up over rounds and users, so the set `select`
+returns converges to what users pick. Items without evidence keep their calibrated
+probability. Measured on Banking77 intents with MiniLM (25 card intents of 77, a different
+paraphrase each round): precision 0.78 -> 1.00 after one answer with min_similarity 0.5;
+with the default 0.75 paraphrases often fall below the cut (MiniLM scores them 0.5-0.77).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import numpy as np
 from fineloop.policies import ServingPolicy
 from fineloop.serving.memory import FeedbackMemory
 
-LOGIT_CLIP = 3.0
+LOGIT_CLIP = 2.5
 _EPS = 1e-6
 
 
@@ -43,8 +47,10 @@ def evidence(
         return {}
     now = now or datetime.now(UTC)
     votes: dict[str, float] = {}
-    for judged, similarity in memory.neighbours(query, policy.adaptation_min_similarity):
-        weight = similarity * judged.weight * _decay(judged.at, now, policy)
+    close = memory.neighbours(query, policy.adaptation_min_similarity)
+    nearest = max((similarity for _, similarity in close), default=1.0)
+    for judged, similarity in close:
+        weight = similarity / nearest * judged.weight * _decay(judged.at, now, policy)
         if weight <= 0:
             continue
         for item, value in judged.labels.items():

@@ -25,7 +25,7 @@ from fineloop.store import Store
 from fineloop.store.schema import Item
 
 _PAGE = 2_000
-_ENCODE_CHUNK = 512
+_ENCODE_CHUNK = 256  # the predictor's lock is released between chunks: queries get in
 _IN_CHUNK = 500
 
 
@@ -76,6 +76,7 @@ class Catalog:
         self.updated: dict[int, datetime] = {}
         self.keys: dict[int, int] = {}  # row -> text hash, for the on-disk cache
         self.dirty = False  # vectors changed since the cache was last written
+        self.catching_up = False  # a background refresh is queued or running
         self.applied_seq = 0
         self.synced_at = time.monotonic()
         self.lock = threading.Lock()  # one refresh at a time; searches don't take it

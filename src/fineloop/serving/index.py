@@ -107,7 +107,8 @@ class VectorIndex:
                 found = rows if found is None else found & rows
                 if not found:
                     break
-            return np.fromiter(sorted(found or ()), dtype=np.int64)
+            found = found or set()
+            return np.fromiter(found, dtype=np.int64, count=len(found))
 
     def search(
         self, query: np.ndarray, k: int, allowed: np.ndarray | None = None

@@ -11,7 +11,8 @@ counts value > 0 as accepted, else rejected):
 - explicitly selected (or named by a label event): +1; explicitly rejected: -1;
 - in a `select` interaction the user answered with the final set (any `selected`):
   items fineloop had selected but the user left out: -1 (the user removed them), the other
-  shown candidates: -SOFT (seen, not wanted);
+  shown candidates: -SOFT (seen, not wanted; SOFT = 0.75, a little weaker than an explicit
+  rejection);
 - in a `select` interaction answered with rejections only: kept selections +SOFT, the
   other candidates -SOFT;
 - in a `search` interaction, items the user did not mention stay unlabelled.
@@ -36,7 +37,7 @@ from fineloop.store import Store
 from fineloop.store.interactions import shown_item_ids
 from fineloop.store.schema import Feedback, Interaction
 
-SOFT = 0.5
+SOFT = 0.75
 RECHECK_SECONDS = 2.0
 LOOKBACK = 500
 _PAGE = 5_000
@@ -94,6 +95,7 @@ class FeedbackMemory:
         self._matrix = np.zeros((0, encoder.dimension), dtype=np.float32)
         self.dirty = True
         self.checked_at = 0.0
+        self.labelled = 0  # labelled (query, item) pairs: calibration samples
 
     @property
     def matrix(self) -> np.ndarray:
@@ -214,7 +216,9 @@ class FeedbackMemory:
         judged.final_given = judged.final_given or bool(selected)
         judged.weight = max(judged.weight, min(1.0, abs(float(row.reward))))
         judged.at = row.timestamp if judged.at is None else max(judged.at, row.timestamp)
+        before = len(judged.labels)
         judged.relabel()
+        self.labelled += len(judged.labels) - before
         return judged
 
     def _find(self, key: str) -> Judged | None:
@@ -222,25 +226,25 @@ class FeedbackMemory:
         return None if position is None else self.entries[position]
 
     def _append(self, fresh: list[Judged], cached: Callable[[str], np.ndarray | None]) -> None:
+        """Embed new judged queries (served ones come from the query cache) and add them."""
         if not fresh:
             return
-        unique = fresh
-        vectors = np.zeros((len(unique), self.encoder.dimension), dtype=np.float32)
+        vectors = np.zeros((len(fresh), self.encoder.dimension), dtype=np.float32)
         missing = []
-        for i, judged in enumerate(unique):
+        for i, judged in enumerate(fresh):
             found = cached(judged.key)
             if found is None:
                 missing.append(i)
             else:
                 vectors[i] = found
         if missing:
-            vectors[missing] = self.encoder.encode([unique[i].query for i in missing])
-        need = len(self.entries) + len(unique)
+            vectors[missing] = self.encoder.encode([fresh[i].query for i in missing])
+        need = len(self.entries) + len(fresh)
         if need > len(self._matrix):
             grown = np.zeros((max(need, 2 * len(self._matrix), 64), vectors.shape[1]), np.float32)
             grown[: len(self.entries)] = self.matrix
             self._matrix = grown
         self._matrix[len(self.entries) : need] = vectors
-        for judged in unique:
+        for judged in fresh:
             self._position[judged.key] = len(self.entries)
             self.entries.append(judged)

@@ -27,7 +27,8 @@ from fineloop.serving.schemas import (
     SelectRequest,
     SelectResponse,
 )
-from fineloop.serving.state import Served, ServingState
+from fineloop.serving.slot import Served
+from fineloop.serving.state import ServingState
 
 SELECT_MAX = 100
 MIN_CANDIDATES = 20
@@ -55,8 +56,8 @@ def search(state: ServingState, project: str, request: SearchRequest) -> SearchR
         "k": request.k,
         "filters": request.filters,
         "items": [_shown(hit) for hit in hits],
+        "calibration": ranked.calibration,
     }
-    output["calibration"] = ranked.calibration
     interaction_id = _log(state, served, request.query, output, request.user_id, started, query)
     return SearchResponse(
         interaction_id=interaction_id,
@@ -92,8 +93,8 @@ def select(state: ServingState, project: str, request: SelectRequest) -> SelectR
         "filters": request.filters,
         "selected": [hit.id for hit in hits if hit.selected],
         "items": [_shown(hit) | {"selected": hit.selected} for hit in hits],
+        "calibration": ranked.calibration,
     }
-    output["calibration"] = ranked.calibration
     interaction_id = _log(state, served, request.query, output, request.user_id, started, query)
     return SelectResponse(
         interaction_id=interaction_id,

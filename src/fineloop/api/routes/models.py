@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from fineloop.api.deps import Admin, StoreDep
 from fineloop.registry import manage
 from fineloop.registry.versions import CHAMPION
+from fineloop.serving import champion_changed
 from fineloop.store.projects import get_project
 
 router = APIRouter(prefix="/v1/projects/{project}", tags=["models"], dependencies=[Admin])
@@ -67,22 +68,30 @@ def show_version(project: str, ref: str, store: StoreDep) -> dict[str, Any]:
 
 
 @router.post("/promote")
-def promote(project: str, body: PromoteRequest, store: StoreDep) -> dict[str, Any]:
+def promote(
+    project: str, body: PromoteRequest, store: StoreDep, request: Request
+) -> dict[str, Any]:
     """Make a version the champion. 409 if it failed the gate, unless `force` is true."""
     with store.write() as session:
         found = get_project(session, project)
-        return manage.promote(
+        moved = manage.promote(
             session, found, body.version, force=body.force, reason=body.reason, actor="api"
         )
+    champion_changed(request.app, project)  # build the new champion's index now
+    return moved
 
 
 @router.post("/rollback")
-def rollback(project: str, store: StoreDep, body: RollbackRequest | None = None) -> dict[str, Any]:
+def rollback(
+    project: str, store: StoreDep, request: Request, body: RollbackRequest | None = None
+) -> dict[str, Any]:
     """Point the alias (champion by default) back where it was before its last move."""
     body = body or RollbackRequest()
     with store.write() as session:
         found = get_project(session, project)
-        return manage.roll_back(session, found, body.alias, reason=body.reason, actor="api")
+        moved = manage.roll_back(session, found, body.alias, reason=body.reason, actor="api")
+    champion_changed(request.app, project)
+    return moved
 
 
 @router.get("/aliases")

@@ -71,7 +71,7 @@ def _texts(value: JsonValue) -> list[str]:
     items = value if isinstance(value, list) else [value]
     if not items:
         raise Invalid("input is empty; send a string or a non-empty list of strings", field="input")
-    if any(isinstance(i, int | list) and not isinstance(i, bool) for i in items):
+    if any(_is_tokens(i) for i in items):
         raise Invalid(
             "token arrays are not supported: send the text itself (this endpoint tokenizes "
             "with the model's own tokenizer)",
@@ -91,6 +91,13 @@ def _texts(value: JsonValue) -> list[str]:
                 field="input",
             )
     return texts
+
+
+def _is_tokens(value: JsonValue) -> bool:
+    """An int (a token id) or a non-empty list of them: OpenAI's pre-tokenized input."""
+    if isinstance(value, list):
+        return bool(value) and all(_is_tokens(v) and not isinstance(v, list) for v in value)
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _embed(app: Any, body: EmbeddingsRequest) -> dict[str, Any]:

@@ -7,8 +7,10 @@ bf16 autocast.
 
 bf16: on this CPU (AVX-512 with bf16) autocast gives MiniLM embeddings whose cosine to the
 fp32 ones is >= 0.99995 on 1,000 StackFAQ queries and answers (min 0.999955, mean
-0.999986). `precision="auto"` turns it on only where the device supports bf16 *and* a probe
-batch agrees with fp32 to a cosine of at least `BF16_MIN_COSINE`; the default is fp32.
+0.999986), embeds a single query in 6.9 ms instead of 8.4 ms and bulk text about twice as
+fast. `precision="auto"` turns it on only where the device supports bf16 *and* a probe
+batch agrees with fp32 to a cosine of at least `BF16_MIN_COSINE`; the default is fp32
+(serving asks for "auto").
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ class EmbeddingPredictor:
         self.dimension: int = int(dimension)
         self._lock = threading.Lock()
         self.precision: Literal["fp32", "bf16"] = "fp32"
-        if precision == "bf16" or (precision == "auto" and self._bf16_agrees()):
+        if precision == "bf16" or (precision == "auto" and self.bf16_agrees()):
             self.precision = "bf16"
 
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
@@ -101,7 +103,8 @@ class EmbeddingPredictor:
             out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out
 
-    def _bf16_agrees(self) -> bool:
+    def bf16_agrees(self) -> bool:
+        """Whether bf16 autocast is supported here and matches fp32 on a probe batch."""
         if not bf16_supported(self.device):
             return False
         exact = self._encode(_PROBE, 8, "fp32")
