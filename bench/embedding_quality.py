@@ -69,6 +69,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--learning-rate", type=float, default=2e-5, help="Both (default).")
     parser.add_argument("--warmup-ratio", type=float, default=0.1, help="Both (default).")
     parser.add_argument("--no-diagnostic", action="store_true", help="Skip the third training.")
+    parser.add_argument(
+        "--ablation",
+        action="store_true",
+        help="Also train fineloop's train step on the job's snapshot with hard_negatives=0.",
+    )
     parser.add_argument("--quick", action="store_true", help="Small subsets, 1 epoch.")
     args = parser.parse_args()
     if args.quick:
@@ -138,6 +143,11 @@ def run_case(data: RetrievalSet, args: argparse.Namespace) -> dict[str, Any]:
             "fineloop": ir_metrics(artifact, data.items, data.test),
         }
         train_rows = snapshot_train_pairs(Path(snapshot["uri"]))
+        if args.ablation:
+            print(f"[{data.name}] fineloop's train step without hard negatives ...", flush=True)
+            metrics["fineloop_no_hard_negatives"] = ablation(
+                Path(snapshot["uri"]), base_model, hyper, data
+            )
     with tempfile.TemporaryDirectory(prefix="fineloop-plain-") as scratch:
         print(f"[{data.name}] training the plain script ...", flush=True)
         anchors = [q for q, _ in data.train]
@@ -194,6 +204,21 @@ def run_case(data: RetrievalSet, args: argparse.Namespace) -> dict[str, Any]:
     return case
 
 
+def ablation(
+    snapshot: Path, base_model: str, hyper: dict[str, Any], data: RetrievalSet
+) -> dict[str, float]:
+    """fineloop's own train step (called in-process) on the job's snapshot, its defaults
+    but `hard_negatives=0`: what the explicit and mined negatives contribute."""
+    from fineloop.tasks.base import NullSink
+    from fineloop.tasks.embedding.config import EmbeddingTrainConfig
+    from fineloop.tasks.embedding.train import train
+
+    config = EmbeddingTrainConfig.parse(hyper | {"hard_negatives": 0})
+    with tempfile.TemporaryDirectory(prefix="fineloop-ablation-") as scratch:
+        out = train(snapshot, base_model, config, Path(scratch) / "model", NullSink())
+        return ir_metrics(out, data.items, data.test)
+
+
 def snapshot_train_pairs(snapshot: Path) -> list[tuple[str, str]]:
     """(anchor, positive text) of the snapshot's train split, as fineloop trained on them."""
     from datasets import load_from_disk  # type: ignore[import-untyped]
@@ -203,7 +228,7 @@ def snapshot_train_pairs(snapshot: Path) -> list[tuple[str, str]]:
 
 
 def report(args: argparse.Namespace, machine: dict[str, Any], cases: list[dict[str, Any]]) -> None:
-    sides = ("base", "fineloop", "plain", "plain_on_fineloop_train")
+    sides = ("base", "fineloop", "fineloop_no_hard_negatives", "plain", "plain_on_fineloop_train")
     for case in cases:
         present = [s for s in sides if s in case]
         rows = [[metric, *(case[s][metric] for s in present)] for metric in METRICS]
@@ -217,7 +242,7 @@ def report(args: argparse.Namespace, machine: dict[str, Any], cases: list[dict[s
                 f"[{interval.get('low', float('nan')):+.3f}, "
                 f"{interval.get('high', float('nan')):+.3f}]",
                 "",
-                *([""] if "plain_on_fineloop_train" in case else []),
+                *([""] * (len(present) - 3)),
             ]
         )
         met = case["met"]
