@@ -6,6 +6,8 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 # The CPU wheel that lies on these machines; on a GPU machine: make run TORCH=torch
 TORCH ?= torch==2.13.0
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 POSTGRES_ADMIN_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
 
 .PHONY: setup run test lint test-sqlite test-postgres bench clean
@@ -24,7 +26,12 @@ run: setup
 	$(BIN)/fineloop serve --host $(HOST) --port $(PORT)
 
 ## Set up, lint, type-check and run the test suite on SQLite.
-test: setup lint test-sqlite
+test: setup $(CHROMIUM) lint test-sqlite
+
+# The dashboard's browser test drives Debian's Chromium (Playwright never downloads one).
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
 lint: setup
 	$(BIN)/ruff check src tests bench
@@ -35,7 +42,7 @@ test-sqlite: setup
 	$(BIN)/pytest
 
 ## The same suite on PostgreSQL (a fresh database per run, copied per test).
-test-postgres: setup
+test-postgres: setup $(CHROMIUM)
 	FINELOOP_TEST_POSTGRES=$(POSTGRES_ADMIN_URL) $(BIN)/pytest
 
 bench: setup

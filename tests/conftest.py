@@ -29,7 +29,8 @@ from fineloop.store import Store
 
 POSTGRES_ADMIN_URL = os.environ.get("FINELOOP_TEST_POSTGRES", "")
 REPO = Path(__file__).resolve().parents[1]
-DATASETS = REPO.parent / "shared" / "datasets"
+# The shared datasets sit beside the repository; FINELOOP_TEST_DATASETS points elsewhere.
+DATASETS = Path(os.environ.get("FINELOOP_TEST_DATASETS") or REPO.parent / "shared" / "datasets")
 
 
 @pytest.fixture(autouse=True)
@@ -110,7 +111,12 @@ def free_port() -> int:
 class LiveServer:
     """`fineloop serve` in a child process, as a user runs it."""
 
-    def __init__(self, settings: Settings, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        extra_env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("FINELOOP_")}
@@ -119,8 +125,9 @@ class LiveServer:
             env["FINELOOP_DATABASE_URL"] = settings.database_url
         env.update(extra_env or {})
         self.log = settings.data_dir / f"server-{self.port}.log"
+        command = [sys.executable, "-m", "fineloop", "serve", "--port", str(self.port)]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "fineloop", "serve", "--port", str(self.port), "--no-demo"],
+            [*command, "--no-demo", *args],
             env=env,
             stdout=self.log.open("w"),
             stderr=subprocess.STDOUT,

@@ -136,7 +136,7 @@ def test_every_feedback_helper_stores_its_kind_and_reward(sdk: Client, faq: str)
     assert sdk.thumb(faq, call, up=True, user_id="u1")["reward"] == 1.0
     assert sdk.thumb(faq, call, up=False)["reward"] == -1.0
     assert sdk.rating(faq, call, 5)["reward"] == 1.0
-    assert sdk.select(faq, call, ["doc-2"], rejected=["doc-1"])["reward"] == 1.0
+    assert sdk.selection(faq, call, ["doc-2"], rejected=["doc-1"])["reward"] == 1.0
     assert sdk.correct(faq, call, {"items": [{"id": "doc-3"}]})["reward"] == -0.5
     ack = sdk.send_feedback(faq, {"kind": "label", "input": "refund", "items": ["doc-3"]})
     assert ack["created"] is True
@@ -313,7 +313,7 @@ def test_queued_events_are_sent_after_the_flush_interval(sdk: Client, faq: str) 
         call = sdk.log_interaction(faq, "q", {"items": [{"id": "a"}, {"id": "b"}]})
         logger.thumb(call, up=True)
         logger.rating(call, 4)
-        logger.select(call, ["b"])
+        logger.selection(call, ["b"])
         logger.correct(call, {"items": [{"id": "b"}]})
         wait_until(lambda: stored(sdk, faq) == 4, "the interval flush")
         assert logger.rejected == []

@@ -64,7 +64,7 @@ def test_a_selection_sent_with_the_sdk_reorders_the_next_search(sdk: Client) -> 
     before = sdk.search("shop", "reset my password", k=9)
     picked, dropped = ids(before)[4], ids(before)[0]
 
-    stored = sdk.select("shop", before["interaction_id"], [picked], rejected=[dropped])
+    stored = sdk.selection("shop", before["interaction_id"], [picked], rejected=[dropped])
     after = sdk.search("shop", "reset my password", k=9)
 
     assert stored["reward"] == 1.0
@@ -82,7 +82,7 @@ def test_select_follows_threshold_and_max_and_learns_from_picks(sdk: Client) -> 
     first = sdk.select("shop", "my account", 0.5)
     wanted = ["reset", "email", "delete", "export"]
     assert set(ids(first)) != set(wanted)  # the tiny model alone gets it wrong
-    sdk.select("shop", first["interaction_id"], selected=wanted)
+    sdk.selection("shop", first["interaction_id"], selected=wanted)
     again = sdk.select("shop", "my account", 0.5)
 
     assert set(ids(again)) == set(wanted) and again["adapted"] is True
@@ -93,7 +93,7 @@ def test_calibration_is_shown_and_refitted(sdk: Client) -> None:
     for query in ("reset my password", "refund a payment", "lost card", "cancel my plan"):
         found = sdk.search("shop", query, k=5)
         right, *wrong = ids(found)
-        sdk.select("shop", found["interaction_id"], [right], rejected=wrong)
+        sdk.selection("shop", found["interaction_id"], [right], rejected=wrong)
 
     fitted = sdk.refit_calibration("shop")
 

@@ -17,6 +17,7 @@ from fineloop.schemas import ApiKeyCreated, ApiKeyPublic
 from fineloop.store.schema import ApiKey
 
 SCOPES = ("ingest", "admin")
+COOKIE = "fineloop_key"  # the dashboard login: an admin key in an HttpOnly cookie
 
 
 def hash_key(key: str) -> str:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 CONFIG_ENV = "FINELOOP_CONFIG"
@@ -34,7 +34,26 @@ class Settings(BaseSettings):
     artifact_root: str | None = Field(
         default=None,
         description="Where model artifacts and snapshots go: a local folder (default "
-        "data_dir/artifacts) or any fsspec URL.",
+        "data_dir/artifacts) or any fsspec URL (s3://bucket/prefix, gs://bucket/prefix, "
+        "file:///path); URL roots need the fsspec driver (fineloop[s3], fineloop[gcs]).",
+    )
+    artifact_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fsspec storage options for a URL artifact_root, as JSON in "
+        'FINELOOP_ARTIFACT_OPTIONS, e.g. {"endpoint_url": "http://minio:9000"}. Leave '
+        "credentials to the store's own variables (AWS_ACCESS_KEY_ID, ...).",
+    )
+    train_nproc: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Processes that train one job (DDP through train_launcher): one per GPU "
+        "of the machine; on a CPU they share its cores (gloo). A job may ask for its own.",
+    )
+    train_launcher: Literal["torchrun", "accelerate"] = Field(
+        default="torchrun",
+        description="Launcher of multi-process training: torchrun, or `accelerate launch` "
+        "(which also reads `accelerate config`: FSDP, DeepSpeed).",
     )
     api_keys: str = Field(
         default="",
@@ -58,6 +77,20 @@ class Settings(BaseSettings):
         le=10_000,
         description="Most events (or items, interactions) accepted in one batch request.",
     )
+    job_heartbeat_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="How often a worker refreshes the heartbeat of the jobs it runs (and "
+        "looks for jobs whose worker stopped beating).",
+    )
+    job_stale_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=86_400,
+        description="A running job whose heartbeat is older than this lost its worker: it "
+        "is queued again (attempts left) or failed. Keep it several heartbeats long.",
+    )
 
     @field_validator("sqlite_synchronous")
     @classmethod
@@ -66,6 +99,16 @@ class Settings(BaseSettings):
         if mode not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             raise ValueError("must be one of OFF, NORMAL, FULL, EXTRA")
         return mode
+
+    @model_validator(mode="after")
+    def _stale_after_several_beats(self) -> Settings:
+        if self.job_stale_seconds < 2 * self.job_heartbeat_seconds:
+            raise ValueError(
+                f"job_stale_seconds ({self.job_stale_seconds:g}) must be at least twice "
+                f"job_heartbeat_seconds ({self.job_heartbeat_seconds:g}), or live jobs "
+                "would be taken for lost"
+            )
+        return self
 
     @property
     def resolved_database_url(self) -> str:

@@ -7,10 +7,36 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
+class TriggerPolicy(BaseModel):
+    """When a project retrains by itself (both off by default: training starts by hand)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    feedback_count: int | None = Field(
+        default=None,
+        ge=1,
+        description="Train after this many new qualifying feedback events (|reward| at least "
+        "the reward policy's quality_threshold) since the last training job; null: off.",
+    )
+    interval_minutes: int | None = Field(
+        default=None,
+        ge=1,
+        description="Train on a schedule: this many minutes after the last training job "
+        "was created, if qualifying feedback arrived since; null: off.",
+    )
+    debounce_seconds: int = Field(
+        default=60,
+        ge=0,
+        le=86_400,
+        description="Wait this long after the feedback count is reached (so a burst lands "
+        "in one job), and leave at least this long between two triggered jobs.",
+    )
+
+
 class TrainingPolicy(BaseModel):
     """How a project trains and when a candidate may replace the champion."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     train: dict[str, Any] = Field(
         default_factory=dict,
@@ -29,12 +55,31 @@ class TrainingPolicy(BaseModel):
     )
     bootstrap_samples: int = Field(default=1000, ge=100, le=100_000)
     seed: int = Field(default=13, description="Seed for splits, sampling and training.")
+    max_attempts: int = Field(
+        default=2,
+        ge=1,
+        le=10,
+        description="Runs a training job gets when its worker dies (process or machine): "
+        "it is queued again, resuming from its last checkpoint, until this many attempts "
+        "were made; then it fails. A job that fails on its own is not retried.",
+    )
+    trigger: TriggerPolicy = Field(
+        default_factory=TriggerPolicy,
+        description="Automatic training: after N new feedback events and/or on a schedule.",
+    )
+    webhook_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        max_length=2048,
+        description="URL that receives a JSON POST when a job of this project ends and when "
+        "its champion changes (promotion, rollback); null: none.",
+    )
 
 
 class ServingPolicy(BaseModel):
     """How a project serves: calibration, instant adaptation, selection thresholds."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     online_adaptation: bool = Field(
         default=True,

@@ -128,19 +128,22 @@ def build_and_publish(
     scratch = artifacts.scratch_dir(settings, project_name, label)
     try:
         built = task.build(store, settings, project, scratch, seed=seed, **options)
-        final = artifacts.publish(scratch, artifacts.snapshot_dir(settings, project_name, built.id))
+        final = artifacts.publish(
+            settings, scratch, artifacts.snapshot_location(settings, project_name, built.id)
+        )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)  # gone already when published
     with store.write() as session:
-        row = record_snapshot(session, get_project(session, project_name), built, str(final))
+        row = record_snapshot(session, get_project(session, project_name), built, final)
     return row
 
 
-def built_snapshot(row: Snapshot) -> BuiltSnapshot:
-    """The recorded snapshot in the shape tasks take."""
+def built_snapshot(row: Snapshot, settings: Settings | None = None) -> BuiltSnapshot:
+    """The recorded snapshot in the shape tasks take; with `settings`, one on a URL
+    artifact root is read from its local cached copy."""
     return BuiltSnapshot(
         id=row.id,
-        path=Path(row.uri),
+        path=Path(row.uri if settings is None else artifacts.fetch(settings, row.uri)),
         splits=row.splits,
         stats=row.stats,
         config=row.config,

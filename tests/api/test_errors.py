@@ -247,3 +247,26 @@ def test_malformed_json_is_422_on_the_body(client: TestClient, project: str) -> 
 
     body = rejected(response, 422, "body")
     assert "JSON" in body["message"]
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_numbers_are_422_on_every_backend_and_store_nothing(
+    client: TestClient, project: str, store: Store, constant: str
+) -> None:
+    """JSON has no NaN or Infinity; Python's parser accepts them, SQLite would store them
+    (as null) and PostgreSQL refuse them, so they are refused before either sees them."""
+    headers = {"content-type": "application/json"}
+    cases = [
+        (f"/v1/projects/{project}/items", '{"items": [{"id": "a", "text": "t", '
+         '"metadata": {"w": %s}}]}'),
+        (f"/v1/projects/{project}/interactions", '{"id": "c", "input": [1, %s], "output": {}}'),
+        (f"/v1/projects/{project}/feedback", '{"kind": "thumb", "input": "q", "up": true, '
+         '"metadata": {"score": %s}}'),
+    ]  # fmt: skip
+    for path, body in cases:
+        send = client.put if path.endswith("/items") else client.post
+        response = send(path, content=body % constant, headers=headers)
+        assert response.status_code == 422, (path, response.text)
+        assert "finite" in response.json()["message"], response.text
+    assert stored_feedback(store) == 0
+    assert client.get(f"/v1/projects/{project}/items").json()["items"] == []

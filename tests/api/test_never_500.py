@@ -37,7 +37,14 @@ VALID_BODIES: dict[tuple[str, str], list[dict[str, Any]]] = {
         }
     ],
     ("PATCH", "/v1/projects/faq"): [
-        {"description": "d", "base_model": "m", "reward_policy": {"half_life_days": 30}}
+        {"description": "d", "base_model": "m", "reward_policy": {"half_life_days": 30}},
+        {
+            "training_policy": {
+                "trigger": {"feedback_count": 50, "debounce_seconds": 5},
+                "webhook_url": "http://127.0.0.1:9/hook",
+                "max_attempts": 2,
+            }
+        },
     ],
     ("PUT", "/v1/projects/faq/items"): [
         {"items": [{"id": "a", "text": "t", "metadata": {"k": "v"}}]}
@@ -75,6 +82,24 @@ VALID_BODIES: dict[tuple[str, str], list[dict[str, Any]]] = {
         {"events": [{"kind": "thumb", "value": "up", "interaction_id": "call-1"}]}
     ],
     ("POST", "/v1/keys"): [{"name": "k", "scope": "ingest"}],
+    # the job, rollout and training-policy routes of the loop
+    ("POST", "/v1/projects/faq/train"): [
+        {"overrides": {"epochs": 1}, "nproc": 1, "launcher": "torchrun"}
+    ],
+    ("POST", "/v1/projects/faq/tune"): [
+        {"n_trials": 2, "space": {"learning_rate": {"type": "float", "low": 1e-5, "high": 1e-3}}}
+    ],
+    ("POST", "/v1/projects/faq/snapshots/build"): [{"seed": 1}],
+    ("POST", "/v1/projects/faq/evaluate"): [{"version": "champion", "snapshot": "0" * 12}],
+    ("PUT", "/v1/projects/faq/rollout"): [
+        {
+            "variants": [
+                {"name": "champion", "target": "champion", "weight": 0.5},
+                {"name": "challenger", "target": "v1", "weight": 0.5},
+            ],
+            "policy": {"min_samples": 10, "alpha": 0.05},
+        }
+    ],
 }
 
 

@@ -84,6 +84,9 @@ def test_bad_requests_are_refused_before_a_job_exists(
     bad = api.post(f"/v1/projects/{name}/train", json={"overrides": {"gian": 1}})
     assert bad.status_code == 422 and "gian" in bad.json()["message"]
     assert api.post(f"/v1/projects/{name}/train", json={"epochs": 1}).status_code == 422
+    for launch, field in (({"nproc": 0}, "nproc"), ({"launcher": "mpirun"}, "launcher")):
+        refused = api.post(f"/v1/projects/{name}/train", json=launch)
+        assert refused.status_code == 422 and field in refused.json()["message"]
     few = fake_project("few", examples=3)
     short = api.post(f"/v1/projects/{few}/train")
     assert short.status_code == 422

@@ -7,6 +7,7 @@ import threading
 import pytest
 
 from fineloop.errors import Conflict, NotFound
+from fineloop.jobs import queue
 from fineloop.jobs import store as jobs
 from fineloop.jobs.sink import StoreSink
 from fineloop.schemas import ProjectCreate
@@ -132,7 +133,7 @@ def test_jobs_of_dead_workers_are_failed_on_recovery(store: Store, proj: str) ->
     dead = new_job(store, claimed_by="here:1")
     alive = new_job(store, "p2", claimed_by="here:2")
     with store.write() as session:
-        failed = jobs.recover_orphans(session, lambda worker: worker == "here:2")
+        failed = queue.recover_orphans(session, lambda worker: worker == "here:2")
     assert failed == [dead]
     gone = state_of(store, dead)
     assert gone.state == "failed"

@@ -144,7 +144,7 @@ def test_stopping_the_server_fails_the_running_job_with_the_reason(
     wait_for(training(store, job_id))
     server.stop()
     job = job_of(store, job_id)
-    assert (job.state, job.error) == ("failed", "the server stopped while the job ran")
+    assert (job.state, job.error) == ("failed", "the worker stopped while the job ran")
     assert version_numbers(store, name) == [0]
 
 

@@ -26,7 +26,7 @@ from fineloop.store import Store, migrate
 from fineloop.store.schema import Base
 
 TABLES = set(Base.metadata.tables)
-HEAD = "0002"
+HEAD = "0003"
 
 
 @pytest.fixture
@@ -227,4 +227,34 @@ def test_upgrading_a_0001_store_keeps_its_projects(tmp_path: Path) -> None:
     assert row[0] == "old"
     assert row[1] in ("{}", {}) and row[2] in ("{}", {})
     assert _revision(store) == HEAD
+    store.close()
+
+
+def test_upgrading_a_0002_store_adds_rollouts_and_keeps_interactions(blank: Settings) -> None:
+    store = Store.open(blank, migrate_schema=False)
+    migrate.upgrade(store.engine, "0002")
+    with store.engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO projects (name, task, description, reward_policy, training_policy,"
+                " serving_policy, created_at, updated_at) VALUES ('old', 'embedding', '', '{}',"
+                " '{}', '{}', '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO interactions (project_id, id, input, output, variant, metadata,"
+                " created_at) SELECT id, 'i1', '\"q\"', '{}', 'champion', '{}',"
+                " '2026-01-01 00:00:00' FROM projects"
+            )
+        )
+    assert "rollouts" not in _tables(store)
+    migrate.upgrade(store.engine)
+    assert _revision(store) == HEAD
+    assert {"rollouts", "rollout_history"} <= _tables(store)
+    assert _schema_drift(store) == []
+    with store.engine.connect() as connection:
+        assert connection.execute(text("SELECT variant FROM interactions")).scalar() == "champion"
+    migrate.downgrade(store.engine, "0002")
+    assert _tables(store) == TABLES - {"rollouts", "rollout_history"}
     store.close()

@@ -72,8 +72,7 @@ def _stored(store: Store) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def tree_counts() -> dict[str, int]:
-    if not TREES.exists():
-        pytest.skip(f"dataset missing: {TREES}")
+    assert TREES.exists(), f"the OASST sample is missing: {TREES} (../shared/datasets)"
     return _walk_trees()
 
 

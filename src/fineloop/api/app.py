@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI
-from fastapi.responses import RedirectResponse
 
 from fineloop import __version__, auth
 from fineloop.api import errors
@@ -16,17 +15,21 @@ from fineloop.api.routes import (
     health,
     interactions,
     items,
+    job_kinds,
     jobs,
     keys,
     models,
     openai_compat,
     projects,
+    rollouts,
     search,
+    search_jobs,
     snapshots,
     transfer,
 )
 from fineloop.config import Settings, get_settings
 from fineloop.store import Store
+from fineloop.web import routes as web_routes
 
 log = logging.getLogger("fineloop.api")
 
@@ -51,10 +54,10 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         app.include_router(module.router)
     for module in (jobs, models, snapshots):  # training jobs, the model registry, snapshots
         app.include_router(module.router)
-
-    @app.get("/", include_in_schema=False)
-    def home() -> RedirectResponse:
-        return RedirectResponse("/docs")
+    app.include_router(search_jobs.router)  # hyperparameter search jobs
+    app.include_router(job_kinds.router)  # snapshot build and evaluation jobs
+    app.include_router(rollouts.router)  # A/B rollouts between versions
+    app.include_router(web_routes.router)  # the dashboard at /
 
     app.add_middleware(
         BodyLimit,

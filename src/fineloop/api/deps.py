@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 
@@ -71,6 +72,8 @@ def require(scope: str) -> Callable[[Request], None]:
             return
         header = request.headers.get("authorization", "")
         kind, _, token = header.partition(" ")
+        if not header and (cookie := dashboard_cookie(request)):
+            kind, token = "bearer", cookie  # the dashboard's login, from a page of this server
         if kind.lower() != "bearer" or not token:
             raise Unauthorized("send the header 'Authorization: Bearer <api key>'")
         granted = keys.scope_of(token.strip())
@@ -80,6 +83,28 @@ def require(scope: str) -> Callable[[Request], None]:
             raise Forbidden(f"this key has scope {granted!r}; this route needs {scope!r}")
 
     return check
+
+
+def dashboard_cookie(request: Request) -> str | None:
+    """The key the dashboard's login stored in its cookie, if this request may use it.
+
+    The cookie is SameSite=Strict, but other ports of the same host count as the same site,
+    so it is taken only when the browser says the request comes from this server's own pages
+    (Sec-Fetch-Site, Origin)."""
+    key = request.cookies.get(auth.COOKIE)
+    return key if key and from_own_pages(request) else None
+
+
+def from_own_pages(request: Request) -> bool:
+    """Whether the browser says this request comes from a page of this server (or from the
+    person typing the address): a change (POST, PUT, ...) must say so explicitly."""
+    site = request.headers.get("sec-fetch-site")
+    origin = request.headers.get("origin")
+    if site is not None and site not in ("same-origin", "none"):
+        return False
+    if origin is not None and urlsplit(origin).netloc != request.headers.get("host"):
+        return False
+    return request.method in ("GET", "HEAD") or site == "same-origin" or origin is not None
 
 
 Ingest = Depends(require("ingest"))

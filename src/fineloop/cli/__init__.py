@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from fineloop.cli import data, jobs, keys, models, projects, serve, train
+from fineloop.cli import data, jobs, keys, models, projects, rollouts, serve, train, tune
+from fineloop.cli import worker as worker_cli
 
 app = typer.Typer(
     name="fineloop",
@@ -13,13 +14,16 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("serve")(serve.serve)
+app.command("worker")(worker_cli.worker)
 app.add_typer(projects.app, name="project")
 app.add_typer(data.items_app, name="items")
 app.add_typer(data.feedback_app, name="feedback")
 app.add_typer(keys.app, name="keys")
 app.command("train")(train.train)
+app.command("tune")(tune.tune)
 app.add_typer(models.app, name="models")
 app.add_typer(jobs.app, name="jobs")
+app.add_typer(rollouts.app, name="rollout")
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Annotated
 
 import typer
@@ -19,6 +20,13 @@ def serve(
     demo: Annotated[
         bool, typer.Option(help="Create the 'demo' project with a small catalog if missing.")
     ] = True,
+    run_worker: Annotated[
+        bool,
+        typer.Option(
+            "--worker/--no-worker",
+            help="Run queued jobs in this process; --no-worker leaves them to `fineloop worker`.",
+        ),
+    ] = True,
     config: ConfigOption = None,
 ) -> None:
     """Run the fineloop server on the configured store (SQLite under ./.fineloop by default)."""
@@ -27,6 +35,7 @@ def serve(
     from fineloop.api import create_app
     from fineloop.api.app import register_configured_keys
     from fineloop.demo import ensure_demo_project
+    from fineloop.jobs.triggers import TriggerLoop
     from fineloop.jobs.worker import Worker
 
     settings = load_settings(config)
@@ -55,14 +64,34 @@ def serve(
         ensure_demo_project(store)
     console.print(
         f"store: {store.engine.url.render_as_string(hide_password=True)}\n"
+        f"dashboard: http://{host}:{port}/\n"
         f"API docs: http://{host}:{port}/docs"
     )
     app = create_app(settings, store)
-    worker = Worker(store, settings)  # runs training jobs, each in a child process
+    worker = Worker(store, settings)  # runs queued jobs; never started with --no-worker
     app.state.worker = worker
-    for job_id in worker.start():
-        console.print(f"job {job_id} was left running by a stopped process: marked failed")
+    for job_id in worker.start() if run_worker else []:
+        console.print(f"job {job_id} was left running by a stopped process: handed back")
+    triggers = TriggerLoop(store, on_job=worker.wake)  # auto-training, webhooks
+    app.state.triggers = triggers
+    triggers.start()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    )
+    app.state.stopping = lambda: server.should_exit  # open event streams end on shutdown
+
+    def on_term(signum: int, _frame: object) -> None:
+        # uvicorn catches SIGTERM while it runs and raises it again once it has shut down,
+        # which would end the process before the worker hands its running job back.
+        if not server.started:
+            raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, on_term)
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+        server.run()
     finally:
+        triggers.stop()
         worker.stop()
+        signal.signal(signal.SIGTERM, previous)
+    if not server.started:
+        raise typer.Exit(3)

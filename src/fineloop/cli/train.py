@@ -12,13 +12,18 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from fineloop.cli.common import ConfigOption, console, err_console, load_settings, opened_store
+
+if TYPE_CHECKING:
+    from fineloop.config import Settings
+    from fineloop.store import Store
+    from fineloop.store.schema import Job
 
 
 class ProgressBar:
@@ -101,13 +106,24 @@ def train(
             "--set", help="Training config override for this run, key=value (repeatable)."
         ),
     ] = None,
+    nproc: Annotated[
+        int | None,
+        typer.Option(
+            "--nproc",
+            min=1,
+            help="Train on this many processes (DDP via torchrun: one per GPU; on a CPU "
+            "they share its cores). Default: the train_nproc setting (1).",
+        ),
+    ] = None,
+    launcher: Annotated[
+        str | None,
+        typer.Option("--launcher", help="torchrun or accelerate (default: train_launcher)."),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Build a snapshot, fine-tune from the champion, evaluate, gate, register."""
     from fineloop.jobs import store as jobs
-    from fineloop.jobs.runner import execute
     from fineloop.jobs.service import start_training
-    from fineloop.jobs.sink import StoreSink, Tee
     from fineloop.jobs.worker import worker_name
 
     overrides = parse_sets(sets or [])
@@ -115,27 +131,42 @@ def train(
     settings = load_settings(config)
     with opened_store(config) as store:
         if not wait:
-            queued = start_training(store, project, overrides)
+            queued = start_training(store, project, overrides, nproc=nproc, launcher=launcher)
             console.print(f"queued job {queued.id}; a running `fineloop serve` will train it")
             return
-        job = start_training(store, project, overrides, claimed_by=worker_name())
-        console.print(f"job {job.id}: training project [bold]{project}[/bold]")
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TaskProgressColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[metrics]}"),
+        job = start_training(
+            store, project, overrides, claimed_by=worker_name(), nproc=nproc, launcher=launcher
         )
-        with Progress(*columns, console=console, transient=True) as progress:
-            sink = Tee(StoreSink(store, job.id), ProgressBar(progress))
-            with _signals_end_the_job():
-                execute(store, settings, job.id, sink)
+        console.print(f"job {job.id}: training project [bold]{project}[/bold]")
+        run_here(store, settings, job)
         with store.read() as session:
             done = jobs.job_public(session, jobs.get_job(session, job.id))
     report(done)
     if done["state"] != jobs.SUCCEEDED:
         raise typer.Exit(1)
+
+
+def run_here(store: Store, settings: Settings, job: Job) -> None:
+    """Run a job this process claimed, with a progress bar, beating like a worker so that
+    running workers never take it for lost; Ctrl-C or SIGTERM end it as cancelled."""
+    from fineloop.jobs.heartbeat import Heartbeat
+    from fineloop.jobs.runner import execute
+    from fineloop.jobs.sink import StoreSink, Tee
+    from fineloop.jobs.worker import worker_name
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[metrics]}"),
+    )
+    with Progress(*columns, console=console, transient=True) as progress:
+        sink = Tee(StoreSink(store, job.id), ProgressBar(progress))
+        beating = Heartbeat(store, settings, worker_name(), recover=False)
+        beating.hold(job.id, job.attempts)
+        with _signals_end_the_job(), beating:
+            execute(store, settings, job.id, sink)
 
 
 def report(job: dict[str, Any]) -> None:

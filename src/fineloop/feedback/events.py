@@ -17,7 +17,7 @@ Id = Annotated[str, Field(min_length=1, max_length=256)]
 class EventEnvelope(BaseModel):
     """Fields every feedback event shares, whatever its kind."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     interaction_id: str | None = Field(
         default=None,
@@ -122,7 +122,7 @@ class PreferenceEvent(EventEnvelope):
 
 
 class Span(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     start: int = Field(ge=0, description="Character offset where the span starts.")
     end: int = Field(gt=0, description="Character offset just past the span.")

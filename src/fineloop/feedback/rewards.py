@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class RatingScale(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     min: float = Field(default=1.0, description="Lowest allowed rating.")
     max: float = Field(default=5.0, description="Highest allowed rating.")
@@ -30,7 +30,7 @@ class RatingScale(BaseModel):
 class RewardPolicy(BaseModel):
     """Per-project reward settings; every field has a default documented in the README."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     thumb_up: float = Field(default=1.0, ge=-1, le=1, description="Reward of a thumbs-up.")
     thumb_down: float = Field(default=-1.0, ge=-1, le=1, description="Reward of a thumbs-down.")

@@ -2,8 +2,9 @@
 
 A crash, an out-of-memory kill or a cancel of training then ends this process, never the
 server. The worker has already claimed the job; settings come from the FINELOOP_* variables
-it passes. SIGTERM (a cancel, or the server stopping) unwinds the job so it records why and
-clears its scratch folder; should the worker die, a watchdog ends this process too.
+it passes. SIGTERM from the worker unwinds the job: a cancel is recorded here, any other
+ending (the worker stopping) is left to the worker, which queues the job again or fails it.
+Should the worker die, a watchdog ends this process too, and the job's heartbeat goes stale.
 """
 
 from __future__ import annotations
@@ -22,16 +23,19 @@ from fineloop.jobs.sink import StoreSink
 from fineloop.store import Store
 
 ORPHAN_EXIT = 3
+_received: list[int] = []
 
 
 def _on_term(signum: int, _frame: FrameType | None) -> None:
-    raise Terminated(f"stopped by {signal.Signals(signum).name}")
+    _received.append(signum)
+    raise Terminated(f"stopped by {signal.Signals(signum).name}", leave=True)
 
 
 def _watch_parent(parent: int) -> None:
-    """Exit when the worker that started us is gone (its restart fails the job)."""
+    """Exit at once when the worker that started us is gone: the job is its to hand back
+    (the heartbeat goes stale), and a run nobody watches must not go on writing."""
     while True:
-        time.sleep(1.0)
+        time.sleep(0.2)
         if os.getppid() != parent:
             os._exit(ORPHAN_EXIT)
 
@@ -52,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         store.close()
     print(f"job {job_id} {state}", flush=True)
+    if state == jobs.RUNNING and _received:  # left to the worker: say which signal
+        return 128 + _received[0]
     return 0 if state in (jobs.SUCCEEDED, jobs.CANCELLED) else 1
 
 

@@ -1,64 +1,141 @@
 """Run one claimed job in this process and leave it in a final state, whatever happens.
 
-The job kinds are a fixed table of this package's functions: a job row names its kind,
-never code to import. A kind's function ends a successful job itself (training does it in
-the transaction that registers the version); every other ending is written here.
+The job kinds are a fixed table of functions: this package's, plus those installed packages
+add under the `fineloop.jobs` entry point group. A job row names its kind, never code to
+import. A kind's function returns the job's result; the runner then ends the job as
+succeeded, unless the function ended it itself (training does, in the transaction that
+registers the version). Every other ending is written here, for the attempt it ran as.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import traceback
 from collections.abc import Callable
+from functools import cache
 from importlib import import_module
+from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
+from fineloop import artifacts
 from fineloop.config import Settings
 from fineloop.errors import FineloopError
 from fineloop.jobs import store as jobs
 from fineloop.store import Store
+from fineloop.store.schema import Job, Project
 from fineloop.tasks.base import JobCancelled, ProgressSink
 
 log = logging.getLogger("fineloop.jobs")
 
 JobFunction = Callable[[Store, Settings, int, ProgressSink], dict[str, Any]]
 KINDS: dict[str, str] = {jobs.TRAIN: "fineloop.jobs.train:run_training"}
+KINDS[jobs.SEARCH] = "fineloop.jobs.search:run_search"
+KINDS[jobs.BUILD_SNAPSHOT] = "fineloop.jobs.kinds:run_build_snapshot"
+KINDS[jobs.EVALUATE] = "fineloop.jobs.kinds:run_evaluation"
+PLUGINS = "fineloop.jobs"
 
 
 class Terminated(BaseException):
     """A signal arrived while the job ran: unwind and record why. `cancel` says the user
-    meant to stop it (Ctrl-C in the foreground); otherwise a requested cancel decides."""
+    meant to stop it (Ctrl-C in the foreground); otherwise a requested cancel decides.
+    `leave` says a worker sent it and will record the ending (fail, or queue again)."""
 
-    def __init__(self, reason: str, *, cancel: bool = False) -> None:
+    def __init__(self, reason: str, *, cancel: bool = False, leave: bool = False) -> None:
         super().__init__(reason)
         self.cancel = cancel
+        self.leave = leave
+
+
+@cache
+def plugin_kinds() -> dict[str, str]:
+    """Kind -> 'module:attribute' from installed packages, without importing them."""
+    return {ep.name: ep.value for ep in entry_points(group=PLUGINS) if ep.name not in KINDS}
+
+
+def known_kinds() -> list[str]:
+    return sorted({*KINDS, *plugin_kinds()})
 
 
 def job_function(kind: str) -> JobFunction:
-    target = KINDS.get(kind)
+    target = KINDS.get(kind) or plugin_kinds().get(kind)
     if target is None:
-        raise FineloopError(f"unknown job kind {kind!r} (known: {', '.join(KINDS)})")
+        raise FineloopError(f"unknown job kind {kind!r} (known: {', '.join(known_kinds())})")
     module, _, name = target.partition(":")
     function: JobFunction = getattr(import_module(module), name)
     return function
 
 
+def runs_in_process(kind: str) -> bool:
+    """Whether a worker may run this kind in its own process instead of a child process:
+    only a plugin kind whose function says `in_process = True` (quick, and unable to take
+    the worker down). Built-in kinds load the ML stack, so they always get a child."""
+    if kind in KINDS:
+        return False
+    return bool(getattr(job_function(kind), "in_process", False))
+
+
+def job_folder(settings: Settings, project: str, job_id: int) -> Path:
+    """The job's own scratch folder, the same on every attempt: a retried training job
+    finds its checkpoints there. Removed once the job ends (`clear_scratch`)."""
+    return artifacts.root(settings) / project / "tmp" / f"job{job_id}"
+
+
+def clear_scratch(store: Store, settings: Settings, job_id: int) -> None:
+    """Remove what the job's runs left under the project's tmp folder."""
+    with store.read() as session:
+        job = session.get(Job, job_id)
+        project = session.get(Project, job.project_id) if job is not None else None
+    if project is None:
+        return
+    folder = job_folder(settings, project.name, job_id)
+    for path in [folder, *folder.parent.glob(f"{folder.name}-*")]:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def sweep_scratch(store: Store, settings: Settings) -> list[int]:
+    """Clear the scratch folders of every job that has ended (a job cancelled while
+    queued for a retry leaves its checkpoints behind); returns those jobs' ids."""
+    found: dict[int, list[Path]] = {}
+    for path in artifacts.root(settings).glob("*/tmp/job*"):
+        digits = path.name[3:].partition("-")[0]
+        if digits.isdigit():
+            found.setdefault(int(digits), []).append(path)
+    if not found:
+        return []
+    with store.read() as session:
+        active = select(Job.id).where(Job.id.in_(found), Job.state.in_(jobs.ACTIVE))
+        keep = set(session.scalars(active))
+    ended = sorted(set(found) - keep)
+    for job_id in ended:
+        for path in found[job_id]:
+            shutil.rmtree(path, ignore_errors=True)
+    return ended
+
+
 def execute(store: Store, settings: Settings, job_id: int, sink: ProgressSink) -> str:
-    """Run a job that is in state running (claimed by the caller); returns its final state."""
+    """Run a job that is in state running (claimed by the caller); returns its state after
+    (`running` only when a worker's stop signal left the ending to that worker)."""
     with store.read() as session:
         job = jobs.get_job(session, job_id)
-        kind, state = job.kind, job.state
+        kind, state, attempt = job.kind, job.state, job.attempts
     if state != jobs.RUNNING:
         raise FineloopError(f"job {job_id} is {state}, not running; claim it first")
     outcome: tuple[str, str, str | None] | None = None
+    result: dict[str, Any] | None = None
     try:
-        job_function(kind)(store, settings, job_id, sink)
+        result = job_function(kind)(store, settings, job_id, sink)
+        summary = result.get("summary") if isinstance(result, dict) else None
+        outcome = (jobs.SUCCEEDED, summary if isinstance(summary, str) else "succeeded", None)
     except JobCancelled:
         outcome = (jobs.CANCELLED, "cancelled", None)
     except Terminated as stop:
         if stop.cancel or _cancel_requested(store, job_id):
             outcome = (jobs.CANCELLED, "cancelled", None)
-        else:
+        elif not stop.leave:
             outcome = (jobs.FAILED, "", str(stop) or "terminated")
     except Exception as error:
         if _cancel_requested(store, job_id):  # a task's own way of stopping on cancel
@@ -72,13 +149,31 @@ def execute(store: Store, settings: Settings, job_id: int, sink: ProgressSink) -
     finally:
         _close(sink)
     if outcome is not None:
-        state, message, error_text = outcome
-        with store.write() as session:
-            jobs.finish(
-                session, job_id, state, message or f"failed: {error_text}", error=error_text
-            )
+        _end(store, job_id, attempt, outcome, result)
     with store.read() as session:
-        return jobs.get_job(session, job_id).state
+        final = jobs.get_job(session, job_id).state
+    if final in jobs.FINISHED:
+        clear_scratch(store, settings, job_id)
+    return final
+
+
+def _end(
+    store: Store,
+    job_id: int,
+    attempt: int,
+    outcome: tuple[str, str, str | None],
+    result: dict[str, Any] | None,
+) -> None:
+    """Write the ending unless the job already has one (training ends itself)."""
+    state, message, error = outcome
+    with store.write() as session:
+        if state != jobs.SUCCEEDED:
+            jobs.finish(
+                session, job_id, state, message or f"failed: {error}", error=error, attempt=attempt
+            )
+        elif not jobs.finish(session, job_id, state, message, result=result, attempt=attempt):
+            # still running means a cancel arrived as it finished: that wins
+            jobs.finish(session, job_id, jobs.CANCELLED, "cancelled", attempt=attempt)
 
 
 def _cancel_requested(store: Store, job_id: int) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Protocol, runtime_checkable
 
 from fineloop.jobs import store as jobs
+from fineloop.jobs.distributed import launch_options
 from fineloop.store import Store
 from fineloop.store.projects import get_project, training_policy_of
 from fineloop.store.schema import Job, Project
@@ -30,9 +31,13 @@ def start_training(
     overrides: dict[str, Any] | None = None,
     *,
     claimed_by: str | None = None,
+    nproc: int | None = None,
+    launcher: str | None = None,
 ) -> Job:
-    """Validate and create a training job: queued for a worker, or running in `claimed_by`."""
+    """Validate and create a training job: queued for a worker, or running in `claimed_by`.
+    `nproc`/`launcher`: train on that many processes (else the worker's settings decide)."""
     overrides = dict(overrides or {})
+    launch = launch_options(nproc, launcher)  # raises Invalid on a bad value
     with store.read() as session:
         project = get_project(session, project_name)
     task = get_task(project.task)
@@ -43,5 +48,10 @@ def start_training(
     with store.write() as session:
         project = get_project(session, project_name)
         return jobs.create_job(
-            session, project, jobs.TRAIN, {"overrides": overrides}, claimed_by=claimed_by
+            session,
+            project,
+            jobs.TRAIN,
+            {"overrides": overrides} | ({"launch": launch} if launch else {}),
+            claimed_by=claimed_by,
+            max_attempts=policy.max_attempts,
         )

@@ -136,3 +136,9 @@ class Tee:
 
     def cancelled(self) -> bool:
         return any(sink.cancelled() for sink in self.sinks)
+
+    def flush(self) -> None:
+        for sink in self.sinks:
+            flush = getattr(sink, "flush", None)
+            if callable(flush):
+                flush()

@@ -7,7 +7,6 @@ a clear winner without locks held across a run. Each transition leaves a `state`
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -22,6 +21,10 @@ SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
 ACTIVE = (QUEUED, RUNNING)
 FINISHED = (SUCCEEDED, FAILED, CANCELLED)
 TRAIN = "train"
+SEARCH, TRIAL = "search", "trial"  # a hyperparameter search, and each of its trials
+# Kinds that register versions of a project: never two of them active at once.
+EXCLUSIVE = {TRAIN: (TRAIN, SEARCH), SEARCH: (TRAIN, SEARCH)}
+BUILD_SNAPSHOT, EVALUATE = "build_snapshot", "evaluate"
 
 
 class JobBusy(Conflict):
@@ -46,21 +49,30 @@ def create_job(
     config: dict[str, Any],
     *,
     claimed_by: str | None = None,
+    max_attempts: int = 1,
+    exclusive: bool = True,
 ) -> Job:
     """Queue a job (or, with `claimed_by`, start it at once in that worker).
 
-    One project never has two active jobs of a kind: the project row is locked first, so
-    two creators on PostgreSQL queue up (SQLite serializes write transactions already)."""
+    An `exclusive` kind never has two active jobs in one project: the project row is locked
+    first, so two creators on PostgreSQL queue up (SQLite serializes write transactions
+    already). `max_attempts` > 1 lets a job whose worker died run again (jobs.queue)."""
     session.execute(select(Project.id).where(Project.id == project.id).with_for_update())
-    active = session.scalar(
-        select(Job)
-        .where(Job.project_id == project.id, Job.kind == kind, Job.state.in_(ACTIVE))
-        .order_by(Job.id)
-        .limit(1)
+    active = (
+        None
+        if not exclusive
+        else session.scalar(
+            select(Job)
+            .where(Job.project_id == project.id, Job.kind.in_(EXCLUSIVE.get(kind, (kind,))))
+            .where(Job.state.in_(ACTIVE))
+            .order_by(Job.id)
+            .limit(1)
+        )
     )
     if active is not None:
         raise JobBusy(
-            f"project {project.name!r} already has {kind} job {active.id} ({active.state}); "
+            f"project {project.name!r} already has {active.kind} job {active.id} "
+            f"({active.state}); "
             f"wait for it or cancel it (POST /v1/jobs/{active.id}/cancel)",
             active.id,
         )
@@ -73,7 +85,7 @@ def create_job(
         progress=0.0,
         message="queued" if claimed_by is None else "started",
         attempts=0 if claimed_by is None else 1,
-        max_attempts=1,
+        max_attempts=max_attempts,
         worker=claimed_by,
         heartbeat_at=None if claimed_by is None else at,
         cancel_requested=False,
@@ -130,12 +142,6 @@ def claim(session: Session, job_id: int, worker: str) -> bool:
     return won
 
 
-def queued_ids(session: Session, limit: int = 10) -> list[int]:
-    """Oldest queued jobs first: the order workers try to claim them in."""
-    query = select(Job.id).where(Job.state == QUEUED).order_by(Job.created_at, Job.id)
-    return list(session.scalars(query.limit(limit)))
-
-
 def finish(
     session: Session,
     job_id: int,
@@ -145,11 +151,14 @@ def finish(
     error: str | None = None,
     result: dict[str, Any] | None = None,
     version_id: int | None = None,
+    attempt: int | None = None,
 ) -> bool:
     """End a running job; False (nothing written) when it was not running any more.
 
     `succeeded` also requires that no cancel was requested: a job cancelled during its last
-    step must not register anything, so the caller rolls its transaction back on False."""
+    step must not register anything, so the caller rolls its transaction back on False.
+    With `attempt`, only that attempt is ended (a run whose job was queued again and taken
+    by another worker meanwhile must not end the new run)."""
     if state not in FINISHED:
         raise ValueError(f"{state!r} is not a final state")
     values: dict[str, Any] = {"state": state, "message": message, "finished_at": now()}
@@ -165,6 +174,8 @@ def finish(
     statement = update(jobs).where(jobs.c.id == job_id, jobs.c.state == RUNNING)
     if state == SUCCEEDED:
         statement = statement.where(jobs.c.cancel_requested.is_(False))
+    if attempt is not None:
+        statement = statement.where(jobs.c.attempts == attempt)
     done = cast(CursorResult[Any], session.connection().execute(statement.values(**values)))
     if done.rowcount != 1:
         return False
@@ -172,7 +183,18 @@ def finish(
     if error is not None:
         data["error"] = error
     add_event(session, job_id, "state", message, data)
+    _finish_children(session, job_id, state)
     return True
+
+
+def _finish_children(session: Session, job_id: int, state: str) -> None:
+    """A search's trials run in its process: when it ends, any still running end with it
+    (a killed process cannot end them itself)."""
+    children = select(Job.id).where(Job.parent_id == job_id, Job.state == RUNNING)
+    for child in session.scalars(children).all():
+        ending = CANCELLED if state == CANCELLED else FAILED
+        reason = f"job {job_id}, which ran it, ended ({state})"
+        finish(session, child, ending, reason, error=None if ending == CANCELLED else reason)
 
 
 def request_cancel(session: Session, job_id: int) -> Job:
@@ -190,22 +212,6 @@ def request_cancel(session: Session, job_id: int) -> Job:
             raise Conflict(f"job {job_id} already {job.state}; there is nothing to cancel")
     session.refresh(job)
     return job
-
-
-def recover_orphans(session: Session, is_alive: Callable[[str], bool]) -> list[int]:
-    """Fail the running jobs whose worker process is gone (it died with its server).
-
-    `is_alive(worker)` answers for workers it can check (this machine); issue-4 heartbeats
-    will cover workers elsewhere."""
-    running = session.scalars(select(Job).where(Job.state == RUNNING)).all()
-    failed: list[int] = []
-    for job in running:
-        if job.worker is not None and is_alive(job.worker):
-            continue
-        reason = f"the process running it ({job.worker or 'unknown'}) is gone"
-        if finish(session, job.id, FAILED, "failed: worker gone", error=reason):
-            failed.append(job.id)
-    return failed
 
 
 def set_snapshot(session: Session, job_id: int, snapshot_id: str) -> None:
@@ -254,6 +260,7 @@ def job_public(session: Session, job: Job) -> dict[str, Any]:
         "id": job.id,
         "project": project.name if project else None,
         "kind": job.kind,
+        "parent_id": job.parent_id,
         "state": job.state,
         "progress": job.progress,
         "message": job.message,
@@ -266,6 +273,7 @@ def job_public(session: Session, job: Job) -> dict[str, Any]:
         "cancel_requested": job.cancel_requested,
         "worker": job.worker,
         "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
         "created_at": job.created_at.isoformat(),
         "started_at": job.started_at.isoformat() if job.started_at else None,
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,

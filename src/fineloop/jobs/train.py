@@ -2,15 +2,16 @@
 
 It reads top to bottom like the loop it runs, and talks to the task only through the Task
 protocol. Nothing is visible to anyone until the very last step: the candidate trains in a
-scratch folder, is published to its version folder by one rename, and the registry row, the
-aliases and the job's success are written in ONE transaction. A crash or kill before that
-commit leaves no version and the champion untouched; the folder it may leave is removed by
-the next run (see `_clear_orphan`).
+scratch folder (on one process or several, see `distributed`), is published to its version
+folder (one rename; on a URL root an upload completed by a marker, see `artifacts`), and the
+registry row, the aliases and the job's success are written in ONE transaction. A crash or
+kill before that commit leaves no version and the champion untouched; the folder it may
+leave is removed by the next run (see `_next_free_number`).
 """
 
 from __future__ import annotations
 
-import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,12 @@ from sqlalchemy.orm import Session
 
 from fineloop import artifacts
 from fineloop.config import Settings
+from fineloop.jobs import distributed
 from fineloop.jobs import store as jobs
+from fineloop.jobs.runner import job_folder
 from fineloop.jobs.sink import Stage
 from fineloop.jobs.training_steps import evaluate_all, gate_decision, snapshot_for
+from fineloop.policies import TrainingPolicy
 from fineloop.registry.aliases import set_alias
 from fineloop.registry.bootstrap import ensure_base_version
 from fineloop.registry.gate import GateDecision
@@ -35,7 +39,7 @@ from fineloop.store import Store
 from fineloop.store.projects import training_policy_of
 from fineloop.store.schema import Alias, ModelVersion, Project
 from fineloop.tasks import get_task
-from fineloop.tasks.base import JobCancelled, ProgressSink
+from fineloop.tasks.base import BuiltSnapshot, JobCancelled, ProgressSink, Task
 
 BUILD, TRAIN, EVALUATE = (0.0, 0.15), (0.15, 0.8), (0.8, 0.97)
 
@@ -49,42 +53,123 @@ def run_training(
         project = session.get(Project, job.project_id)
         assert project is not None
         overrides = dict(job.config.get("overrides") or {})
+        earlier = job.snapshot_id  # set by an earlier attempt: a retry keeps its data
+        launch = distributed.launch_of(settings, job.config)
     task = get_task(project.task)
     policy = training_policy_of(project)
     config = task.train_config({**policy.train, **overrides})
-    with store.write() as session:
-        project = session.get(Project, project.id)
-        assert project is not None
-        base = ensure_base_version(session, project, task)
-        champion = resolve(session, project, CHAMPION)
+    base, champion, snapshot = starting_point(
+        store, settings, sink, job_id, project, task, policy, reuse=earlier, at=BUILD[0]
+    )
     _check(sink)
 
-    sink.progress(BUILD[0], "building the snapshot")
-    snapshot = snapshot_for(store, settings, project, task, seed=policy.seed, label=f"job{job_id}")
+    # The same folder on every attempt, so a retry finds the checkpoints a killed run left;
+    # the runner removes it once the job has ended.
+    scratch = job_folder(settings, project.name, job_id)
+    scratch.mkdir(parents=True, exist_ok=True)
+    sink.progress(TRAIN[0], f"training from v{champion.number}")
+    trained, ran = distributed.train(
+        task,
+        snapshot.path,
+        artifacts.fetch(settings, champion.artifact_uri),
+        config,
+        scratch,
+        Stage(sink, *TRAIN, "training"),
+        launch=launch,
+        log=distributed.log_path(settings, job_id),
+    )
+    _check(sink)
+    candidate = Candidate(
+        trained, {"train": config.model_dump(mode="json"), "overrides": overrides, "launch": ran}
+    )
+    return evaluate_and_register(
+        store,
+        settings,
+        sink,
+        job_id,
+        project,
+        task,
+        policy,
+        base,
+        champion,
+        snapshot,
+        candidate,
+    )
+
+
+def starting_point(
+    store: Store,
+    settings: Settings,
+    sink: ProgressSink,
+    job_id: int,
+    project: Project,
+    task: Task,
+    policy: TrainingPolicy,
+    *,
+    reuse: str | None,
+    at: float,
+) -> tuple[ModelVersion, ModelVersion, BuiltSnapshot]:
+    """The base, the champion to train from and the job's snapshot (built now, or the one
+    an earlier attempt recorded): where a training or search job starts."""
+    with store.write() as session:
+        found = session.get(Project, project.id)
+        assert found is not None
+        base = ensure_base_version(session, found, task)
+        champion = resolve(session, found, CHAMPION)
+    _check(sink)
+    sink.progress(at, "building the snapshot")
+    snapshot = snapshot_for(
+        store, settings, project, task, seed=policy.seed, label=f"job{job_id}", reuse=reuse
+    )
     with store.write() as session:
         jobs.set_snapshot(session, job_id, snapshot.id)
     sink.log(f"snapshot {snapshot.id[:12]}: {snapshot.splits}")
+    return base, champion, snapshot
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A trained model folder, the config its version records, and extra result fields."""
+
+    folder: Path
+    config: dict[str, Any]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def evaluate_and_register(
+    store: Store,
+    settings: Settings,
+    sink: ProgressSink,
+    job_id: int,
+    project: Project,
+    task: Task,
+    policy: TrainingPolicy,
+    base: ModelVersion,
+    champion: ModelVersion,
+    snapshot: BuiltSnapshot,
+    candidate: Candidate,
+    *,
+    stage: tuple[float, float] = EVALUATE,
+) -> dict[str, Any]:
+    """Evaluate a trained candidate against base and champion, gate it, publish its folder
+    and register it: how a training job ends, and a search job with its best trial."""
+    sink.progress(stage[0], "evaluating base, champion and candidate")
+    evaluation = evaluate_all(
+        task, snapshot.path, base, champion, candidate.folder, settings=settings
+    )
+    decision = gate_decision(evaluation, policy)
+    sink.log(decision.reason)
     _check(sink)
+    flush = getattr(sink, "flush", None)
+    if callable(flush):  # the run's metrics and logs land before its final state event
+        flush()
 
-    scratch = artifacts.scratch_dir(settings, project.name, f"job{job_id}")
-    published: Path | None = None
+    number = _next_free_number(store, settings, project)
+    published = artifacts.publish(
+        settings, candidate.folder, artifacts.version_location(settings, project.name, number)
+    )
+    registered = False
     try:
-        sink.progress(TRAIN[0], f"training from v{champion.number}")
-        trained = task.train(
-            snapshot.path, champion.artifact_uri, config, scratch, Stage(sink, *TRAIN, "training")
-        )
-        _check(sink)
-
-        sink.progress(EVALUATE[0], "evaluating base, champion and candidate")
-        evaluation = evaluate_all(task, snapshot.path, base, champion, trained)
-        decision = gate_decision(evaluation, policy)
-        sink.log(decision.reason)
-        _check(sink)
-
-        number = _next_free_number(store, settings, project)
-        published = artifacts.publish(
-            trained, artifacts.version_dir(settings, project.name, number)
-        )
         with store.write() as session:
             result = _register(
                 session,
@@ -95,17 +180,17 @@ def run_training(
                 base=base,
                 champion=champion,
                 snapshot_id=snapshot.id,
-                config={"train": config.model_dump(mode="json"), "overrides": overrides},
+                config=candidate.config,
                 metrics=evaluation.as_metrics(decision),
                 decision=decision,
                 auto_promote=policy.auto_promote,
+                summary=candidate.summary,
             )
-        published = None
+        registered = True
         return result
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-        if published is not None:  # published but never registered
-            shutil.rmtree(published, ignore_errors=True)
+        if not registered:  # published but never registered
+            artifacts.remove(settings, published)
 
 
 def _register(
@@ -114,7 +199,7 @@ def _register(
     project_id: int,
     *,
     number: int,
-    artifact: Path,
+    artifact: str,
     base: ModelVersion,
     champion: ModelVersion,
     snapshot_id: str,
@@ -122,6 +207,7 @@ def _register(
     metrics: dict[str, Any],
     decision: GateDecision,
     auto_promote: bool,
+    summary: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The one transaction that makes the run visible: version, aliases, job success.
 
@@ -140,7 +226,7 @@ def _register(
         session,
         project,
         number=number,
-        artifact_uri=str(artifact),
+        artifact_uri=artifact,
         base_model=base.base_model,
         parent_id=champion.id,
         snapshot_id=snapshot_id,
@@ -162,7 +248,7 @@ def _register(
         "compared_with": f"v{champion.number}",
         "gate": gate,
         "metrics": metrics,
-    }
+    } | (summary or {})
     message = (
         f"v{number} registered and promoted to champion"
         if promote
@@ -189,12 +275,7 @@ def _next_free_number(store: Store, settings: Settings, project: Project) -> int
     """The next version number, its folder cleared of what a killed run may have left."""
     with store.read() as session:
         number = next_number(session, project.id)
-    _clear_orphan(artifacts.version_dir(settings, project.name, number))
+    # A version folder without a registry row was published by a run killed before its
+    # commit. Only one training job of a project runs at a time, so nobody else owns it.
+    artifacts.remove(settings, artifacts.version_location(settings, project.name, number))
     return number
-
-
-def _clear_orphan(folder: Path) -> None:
-    """A version folder without a registry row was published by a run killed before its
-    commit. Only one training job of a project runs at a time, so nobody else owns it."""
-    if folder.exists():
-        shutil.rmtree(folder)

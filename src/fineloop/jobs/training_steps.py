@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fineloop import artifacts
 from fineloop.config import Settings
 from fineloop.policies import TrainingPolicy
 from fineloop.registry.gate import GateDecision, decide, paired_bootstrap
-from fineloop.snapshots import build_and_publish, built_snapshot
+from fineloop.snapshots import build_and_publish, built_snapshot, get_snapshot
 from fineloop.store import Store
 from fineloop.store.schema import ModelVersion, Project
 from fineloop.tasks.base import BuiltSnapshot, Evaluation, Task
@@ -21,11 +22,23 @@ SPLIT = "test"
 
 
 def snapshot_for(
-    store: Store, settings: Settings, project: Project, task: Task, *, seed: int, label: str
+    store: Store,
+    settings: Settings,
+    project: Project,
+    task: Task,
+    *,
+    seed: int,
+    label: str,
+    reuse: str | None = None,
 ) -> BuiltSnapshot:
-    """Build (or reuse) the project's snapshot; the builder mines with the champion."""
+    """Build (or reuse) the project's snapshot; the builder mines with the champion.
+    `reuse` names a snapshot already recorded (a retried job trains on the same data)."""
+    if reuse is not None:
+        with store.read() as session:
+            row = get_snapshot(session, project, reuse)
+        return built_snapshot(row, settings)
     row = build_and_publish(store, settings, project.name, seed=seed, label=label)
-    return built_snapshot(row)
+    return built_snapshot(row, settings)
 
 
 @dataclass(frozen=True)
@@ -56,14 +69,24 @@ class Comparison:
 
 
 def evaluate_all(
-    task: Task, snapshot: Path, base: ModelVersion, champion: ModelVersion, candidate: Path
+    task: Task,
+    snapshot: Path,
+    base: ModelVersion,
+    champion: ModelVersion,
+    candidate: Path,
+    *,
+    settings: Settings | None = None,
 ) -> Comparison:
-    """Evaluate each distinct model once (the champion often is the base model)."""
-    base_eval = task.evaluate(base.artifact_uri, snapshot, SPLIT)
+    """Evaluate each distinct model once (the champion often is the base model). With
+    `settings`, versions on a URL artifact root are read from their local cached copies."""
+
+    def path(version: ModelVersion) -> str:
+        uri = version.artifact_uri
+        return uri if settings is None else artifacts.fetch(settings, uri)
+
+    base_eval = task.evaluate(path(base), snapshot, SPLIT)
     champion_eval = (
-        base_eval
-        if champion.id == base.id
-        else task.evaluate(champion.artifact_uri, snapshot, SPLIT)
+        base_eval if champion.id == base.id else task.evaluate(path(champion), snapshot, SPLIT)
     )
     candidate_eval = task.evaluate(str(candidate), snapshot, SPLIT)
     return Comparison(

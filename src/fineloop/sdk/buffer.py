@@ -124,7 +124,7 @@ class BufferedLogger:
     def rating(self, interaction_id: str, value: float, **extra: Any) -> str:
         return self.feedback(build.rating(interaction_id, value, **extra))
 
-    def select(
+    def selection(
         self,
         interaction_id: str,
         selected: Iterable[str],

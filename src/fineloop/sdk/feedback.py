@@ -50,7 +50,7 @@ class FeedbackCalls:
     ) -> dict[str, Any]:
         return self.send_feedback(project, build.rating(interaction_id, value, **extra))
 
-    def select(
+    def selection(
         self,
         project: str,
         interaction_id: str,

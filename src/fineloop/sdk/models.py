@@ -15,14 +15,61 @@ class ModelCalls:
 
     # jobs
 
-    def train(self, project: str, **overrides: Any) -> dict[str, Any]:
+    def train(
+        self,
+        project: str,
+        *,
+        nproc: int | None = None,
+        launcher: str | None = None,
+        **overrides: Any,
+    ) -> dict[str, Any]:
         """Queue a training job on the server and return it at once (state `queued`).
 
-        Keyword arguments override the training config for this run (epochs=1, loss="cosent").
+        Keyword arguments override the training config for this run (epochs=1, loss="cosent");
+        `nproc`/`launcher` train on several processes (torchrun or accelerate).
         Raises 409 while the project has a training job queued or running (the error's body
         has its `job_id`), 422 for a bad override or too few examples."""
-        path = f"{project_path(project)}/train"
-        return self._t.obj("POST", path, body={"overrides": overrides})
+        body: dict[str, Any] = {"overrides": overrides}
+        if nproc is not None:
+            body["nproc"] = nproc
+        if launcher is not None:
+            body["launcher"] = launcher
+        return self._t.obj("POST", f"{project_path(project)}/train", body=body)
+
+    def build_snapshot(self, project: str, seed: int | None = None) -> dict[str, Any]:
+        """Queue a job that builds and publishes a snapshot of the project's feedback now;
+        the finished job's result names it."""
+        body = {} if seed is None else {"seed": seed}
+        return self._t.obj("POST", f"{project_path(project)}/snapshots/build", body=body)
+
+    def evaluate(
+        self, project: str, version: str | int = "champion", snapshot: str | None = None
+    ) -> dict[str, Any]:
+        """Queue a job that scores a version (number or alias) on a snapshot's test split
+        (default: the latest); the finished job's result holds the metrics."""
+        body: dict[str, Any] = {"version": str(version)}
+        if snapshot is not None:
+            body["snapshot"] = snapshot
+        return self._t.obj("POST", f"{project_path(project)}/evaluate", body=body)
+
+    def tune(
+        self,
+        project: str,
+        n_trials: int = 10,
+        timeout_seconds: float | None = None,
+        space: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """Queue a hyperparameter search (Optuna) and return its job at once.
+
+        `space` changes the task's default space by train config key ({"learning_rate":
+        {"type": "float", "low": 1e-5, "high": 1e-3, "log": True}, "loss": None}); `options`
+        are the other search fields (pruner, sampler, seed, train, enqueue). Its trials are
+        jobs of kind `trial`; the best one is registered like a training run. 422 for a bad
+        space, 409 while a training or search job of the project is active."""
+        body = {"n_trials": n_trials, "timeout_seconds": timeout_seconds, **options}
+        body["space"] = space or {}
+        return self._t.obj("POST", f"{project_path(project)}/tune", body=body)
 
     def job(self, job_id: int) -> dict[str, Any]:
         """State, progress, message, error, result and version of a job."""

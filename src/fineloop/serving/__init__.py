@@ -50,6 +50,9 @@ def items_changed(app: Any, project: str, item_ids: Iterable[str] | None = None)
 
 def feedback_changed(app: Any, project: str) -> None:
     """After feedback was stored: the next search reads it into the adaptation memory."""
+    triggers = getattr(app.state, "triggers", None)
+    if triggers is not None:  # training triggers count feedback: check them soon
+        triggers.poke(project)
     state = _existing(app)
     if state is not None:
         state.feedback_changed(project)

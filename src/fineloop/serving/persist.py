@@ -5,7 +5,7 @@ under a second. The file is `<artifact_root>/<project>/index/v<N>-<id>.npz` hold
 vectors and a 64-bit hash of each item's text: a text found with the same hash reuses its
 vector, anything else is embedded. Writes go to a temporary file renamed into place, so a
 crash never leaves half a file; an unreadable or mismatched file is ignored (and rebuilt).
-Artifact roots that are URLs (fsspec) get no cache.
+With a URL artifact root (fsspec) the file stays on this machine, in `artifacts.root`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fineloop import artifacts
 from fineloop.config import Settings
 
 log = logging.getLogger("fineloop.serving")
@@ -42,10 +43,8 @@ class VectorCache:
     def for_version(
         cls, settings: Settings, project: str, number: int, version_id: int, dimension: int
     ) -> VectorCache | None:
-        root = settings.resolved_artifact_root
-        if "://" in root:
-            return None
-        return cls(Path(root) / project / "index" / f"v{number}-{version_id}.npz", dimension)
+        folder = artifacts.root(settings) / project / "index"
+        return cls(folder / f"v{number}-{version_id}.npz", dimension)
 
     def lookup(self, keys: Sequence[int]) -> list[np.ndarray | None]:
         return [self._known.get(key) for key in keys]

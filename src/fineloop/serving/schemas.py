@@ -24,7 +24,11 @@ class SearchRequest(Strict):
         max_length=64,
         description="Version or alias to use (v3, 3, champion, challenger); default champion.",
     )
-    user_id: str | None = Field(default=None, max_length=256, description="Who searched.")
+    user_id: str | None = Field(
+        default=None,
+        max_length=256,
+        description="Who searched; during a rollout the same user always gets the same variant.",
+    )
 
 
 class SelectRequest(Strict):
@@ -41,11 +45,11 @@ class SelectRequest(Strict):
     )
     filters: Filters = Field(default_factory=dict, description="As for search.")
     version: str | None = Field(default=None, max_length=64, description="As for search.")
-    user_id: str | None = Field(default=None, max_length=256, description="Who asked.")
+    user_id: str | None = Field(default=None, max_length=256, description="As for search.")
 
 
 class Hit(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     id: str = Field(description="The item id.")
     text: str = Field(description="The item text.")
@@ -67,6 +71,11 @@ class SearchResponse(BaseModel):
     model_version: str = Field(description="The version that answered, e.g. v3.")
     calibration: str = Field(description="default, platt or isotonic.")
     adapted: bool = Field(description="Whether feedback on similar queries moved any item.")
+    variant: str | None = Field(
+        default=None,
+        description="The rollout variant that answered (see /rollout); null outside a "
+        "rollout, for a request naming a version, or while the assigned variant's index builds.",
+    )
     items: list[Hit]
 
 

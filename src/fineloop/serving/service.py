@@ -1,6 +1,7 @@
 """search and select: rank a project's items for a query and log what was shown.
 
-Both: resolve the serving version, embed the query, take the best items by cosine from the
+Both: resolve the serving version (the champion, or the rollout variant the request is
+assigned to, see rollouts/routing.py), embed the query, take the best items by cosine from the
 exact index (plus every item similar past queries judged, so a picked item can climb from
 anywhere), calibrate, adapt to feedback, rank by probability (ties by cosine), and log one
 interaction whose shown items carry id, score, probability and rank.
@@ -17,6 +18,7 @@ import numpy as np
 
 from fineloop.errors import Invalid
 from fineloop.operations import store_interactions
+from fineloop.rollouts.routing import Routed, route
 from fineloop.schemas import InteractionCreate
 from fineloop.serving.adapt import adapt, evidence
 from fineloop.serving.schemas import (
@@ -46,7 +48,8 @@ class Ranked:
 
 def search(state: ServingState, project: str, request: SearchRequest) -> SearchResponse:
     started = time.perf_counter()
-    served = state.serve(project, request.version)
+    routed = route(state, project, request.version, request.user_id)
+    served = routed.served
     query = _query_vector(state, served, request.query)
     ranked = _rank(served, query, request.k + _EXTRA, request.filters)
     top = list(range(min(request.k, len(ranked.rows))))
@@ -58,19 +61,21 @@ def search(state: ServingState, project: str, request: SearchRequest) -> SearchR
         "items": [_shown(hit) for hit in hits],
         "calibration": ranked.calibration,
     }
-    interaction_id = _log(state, served, request.query, output, request.user_id, started, query)
+    interaction_id = _log(state, routed, request.query, output, request.user_id, started, query)
     return SearchResponse(
         interaction_id=interaction_id,
         model_version=served.version.label,
         calibration=ranked.calibration,
         adapted=ranked.adapted,
+        variant=routed.variant,
         items=hits,
     )
 
 
 def select(state: ServingState, project: str, request: SelectRequest) -> SelectResponse:
     started = time.perf_counter()
-    served = state.serve(project, request.version)
+    routed = route(state, project, request.version, request.user_id)
+    served = routed.served
     threshold = (
         request.threshold
         if request.threshold is not None
@@ -95,12 +100,13 @@ def select(state: ServingState, project: str, request: SelectRequest) -> SelectR
         "items": [_shown(hit) | {"selected": hit.selected} for hit in hits],
         "calibration": ranked.calibration,
     }
-    interaction_id = _log(state, served, request.query, output, request.user_id, started, query)
+    interaction_id = _log(state, routed, request.query, output, request.user_id, started, query)
     return SelectResponse(
         interaction_id=interaction_id,
         model_version=served.version.label,
         calibration=ranked.calibration,
         adapted=ranked.adapted,
+        variant=routed.variant,
         threshold=threshold,
         items=[Hit(**hit.model_dump(exclude={"selected"})) for hit in hits if hit.selected],
         candidates=hits,
@@ -188,7 +194,7 @@ def _shown(hit: Hit) -> dict[str, Any]:
 
 def _log(
     state: ServingState,
-    served: Served,
+    routed: Routed,
     query: str,
     output: dict[str, Any],
     user_id: str | None,
@@ -196,15 +202,20 @@ def _log(
     vector: np.ndarray,
 ) -> str:
     interaction_id = uuid.uuid4().hex
+    served = routed.served
     state.remember_query(served.version.id, interaction_id, vector)
+    metadata: dict[str, Any] = {"endpoint": output["mode"]}
+    if routed.note is not None:
+        metadata["rollout"] = routed.note
     spec = InteractionCreate(
         id=interaction_id,
         input=query,
         output=output,
         model_version=served.version.label,
+        variant=routed.variant,
         user_id=user_id,
         latency_ms=round((time.perf_counter() - started) * 1000, 3),
-        metadata={"endpoint": output["mode"]},
+        metadata=metadata,
     )
     store_interactions(state.store, served.project.name, [spec])
     return interaction_id

@@ -5,11 +5,14 @@ calibrator; predictors are cached per version. The champion is resolved from the
 every request; when it moved to a version whose slot is not built yet, the new slot is built
 in the background while the old one keeps answering (its version is what the response and
 the logged interaction report), then the project's active slot is swapped in one
-assignment. Nothing here imports torch until a model is loaded.
+assignment. A rollout variant's version gets a slot of its own, built in the background
+the same way (`serve_ready`; the champion answers until it is ready) and kept from eviction
+while requests use it. Nothing here imports torch until a model is loaded.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -20,8 +23,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fineloop import artifacts
 from fineloop.config import Settings
 from fineloop.errors import FineloopError, Invalid
+from fineloop.rollouts.live import LiveRollouts
 from fineloop.serving import calibration
 from fineloop.serving.background import Background
 from fineloop.serving.catalog import Catalog, VersionRef
@@ -42,6 +47,9 @@ QUERY_CACHE = 20_000
 RESYNC_SECONDS = 30.0
 SAVE_SECONDS = 60.0
 SYNC_REFRESH = 256  # up to this many changed items are embedded before the next answer
+PIN_SECONDS = 600.0  # a rollout variant's slot unused this long may be evicted
+RETRY_SECONDS = 60.0  # a variant whose build failed is retried after this
+log = logging.getLogger("fineloop.serving")
 
 
 class ServingState:
@@ -61,6 +69,9 @@ class ServingState:
         self._slots: dict[tuple[int, int], Slot] = {}
         self._building: dict[tuple[int, int], Future[Slot]] = {}
         self._active: dict[int, int] = {}
+        self._pinned: dict[tuple[int, int], float] = {}  # rollout variants' slots: last use
+        self._failed: dict[tuple[int, int], float] = {}
+        self.rollouts = LiveRollouts(store, self.background, self.prepare)
         self._queries: OrderedDict[tuple[int, str], np.ndarray] = OrderedDict()
 
     # --- what the routes call -------------------------------------------------------------
@@ -72,6 +83,22 @@ class ServingState:
         if ref is None or ref == "champion":
             with self._lock:
                 self._active.setdefault(project.id, version.id)
+        self._freshen(slot, project)
+        return Served(project, version, slot)
+
+    def serve_ready(self, project: ProjectRef, version: VersionRef) -> Served | None:
+        """A rollout variant's version, served from its slot once built; until then None
+        (the caller answers with the champion) and the slot builds in the background."""
+        key = (project.id, version.id)
+        now = time.monotonic()
+        with self._lock:
+            self._pinned[key] = now
+            slot = self._slots.get(key)
+            failed = self._failed.get(key)
+        if slot is None:
+            if failed is None or now - failed > RETRY_SECONDS:
+                self._build_in_background(project, version, activate=False)
+            return None
         self._freshen(slot, project)
         return Served(project, version, slot)
 
@@ -97,7 +124,8 @@ class ServingState:
 
     def _load(self, version: VersionRef) -> EmbeddingPredictor:
         try:
-            loaded: EmbeddingPredictor = get_task(TASK).load(version.artifact_uri)
+            local = artifacts.fetch(self.settings, version.artifact_uri)  # URL root: cached
+            loaded: EmbeddingPredictor = get_task(TASK).load(local)
         except Exception as error:  # a missing folder, a hub id without a hub, a bad file
             reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
             raise Invalid(
@@ -117,6 +145,7 @@ class ServingState:
             slots = [s for s in self._slots.values() if s.project == project]
         for slot in slots:
             slot.memory.dirty = True
+        self.rollouts.feedback_arrived(project)
 
     def remember_query(self, version_id: int, interaction_id: str, vector: np.ndarray) -> None:
         """Keep a served query's embedding, so feedback on it needs no second encode."""
@@ -160,7 +189,9 @@ class ServingState:
             self._build(project, version, future)
         return future.result()
 
-    def _build_in_background(self, project: ProjectRef, version: VersionRef) -> None:
+    def _build_in_background(
+        self, project: ProjectRef, version: VersionRef, *, activate: bool = True
+    ) -> None:
         key = (project.id, version.id)
         with self._lock:
             if key in self._slots or key in self._building:
@@ -170,9 +201,14 @@ class ServingState:
 
         def build() -> None:
             self._build(project, version, future)
-            if future.exception() is None:
-                with self._lock:
+            error = future.exception()
+            with self._lock:
+                if error is None and activate:
                     self._active[project.id] = version.id
+                elif error is not None and not activate:
+                    self._failed[key] = time.monotonic()
+            if error is not None and not activate:
+                log.warning("index of %s for a rollout failed: %s", version.label, error)
 
         self.background.submit(build)
 
@@ -210,6 +246,8 @@ class ServingState:
     def _evict(self, project_id: int) -> None:
         """Drop slots no project serves beyond the newest MAX_IDLE_SLOTS (lock held)."""
         busy = {(p, v) for p, v in self._active.items()}
+        now = time.monotonic()
+        busy |= {key for key, used in self._pinned.items() if now - used < PIN_SECONDS}
         idle = [key for key in self._slots if key not in busy]
         for key in idle[:-MAX_IDLE_SLOTS] if len(idle) > MAX_IDLE_SLOTS else []:
             del self._slots[key]

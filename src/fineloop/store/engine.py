@@ -7,6 +7,8 @@ busy timeout instead of failing halfway when one upgrades its read lock.
 from __future__ import annotations
 
 import json
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ def _loads(value: Any) -> Any:
 
 
 WRITE_OPTION = "fineloop_write"
+WAL_RETRIES = 20  # about 7 s of waiting in all
 
 
 def build_engine(settings: Settings) -> Engine:
@@ -62,13 +65,27 @@ def writer(engine: Engine) -> Engine:
     return engine.execution_options(**{WRITE_OPTION: True})
 
 
+def _enable_wal(cursor: Any) -> None:
+    """Switching a new database file to WAL needs a moment alone with it, and SQLite
+    answers "database is locked" at once, without its busy handler, when several
+    processes or threads open the fresh file together: wait and retry, as the handler would."""
+    for attempt in range(WAL_RETRIES):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or attempt == WAL_RETRIES - 1:
+                raise
+            time.sleep(min(0.01 * 2**attempt, 0.5))
+
+
 def _tune_sqlite(engine: Engine, synchronous: str) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" hook, not the driver, decide how transactions start.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _enable_wal(cursor)
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")

@@ -288,6 +288,39 @@ class Calibration(Base):
     fitted_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
+class Rollout(Base):
+    """A split of a project's traffic between versions; at most one per project is active."""
+
+    __tablename__ = "rollouts"
+    __table_args__ = (Index("ix_rollouts_project_state", "project_id", "state"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    state: Mapped[str] = mapped_column(String(16))  # active | ended
+    variants: Mapped[list[Any]] = mapped_column(JSON)  # [{name, target, weight}], control first
+    policy: Mapped[dict[str, Any]] = mapped_column(JSON)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class RolloutChange(Base):
+    """Every change of a rollout (start, weights, automatic rollback or promotion, end) and why."""
+
+    __tablename__ = "rollout_history"
+    __table_args__ = (Index("ix_rollout_history_rollout", "rollout_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id", ondelete="CASCADE"))
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    action: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text)
+    weights: Mapped[dict[str, Any]] = mapped_column(JSON)
+    actor: Mapped[str] = mapped_column(String(128))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
 def table(model: type[Base]) -> Table:
     """The Core table behind a mapped class, for bulk statements that bypass the ORM."""
     found = model.__table__

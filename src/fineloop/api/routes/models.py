@@ -24,7 +24,7 @@ Reason = Field(default=None, max_length=2000, description="Why; kept in the alia
 
 
 class PromoteRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     version: Ref
     reason: str | None = Reason
@@ -36,7 +36,7 @@ class PromoteRequest(BaseModel):
 
 
 class RollbackRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     alias: str = Field(default=CHAMPION, min_length=1, max_length=64, description="Alias.")
     reason: str | None = Reason

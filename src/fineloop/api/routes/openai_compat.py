@@ -29,7 +29,7 @@ _check_key = require("ingest")
 
 
 class EmbeddingsRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     input: JsonValue = Field(description="A string or a list of strings to embed.")
     model: str = Field(

@@ -35,6 +35,18 @@ class EmbeddingTask:
     def train_config(self, overrides: dict[str, Any]) -> EmbeddingTrainConfig:
         return EmbeddingTrainConfig.parse(overrides)
 
+    def search_space(self) -> dict[str, dict[str, Any]]:
+        """What a hyperparameter search tunes unless told otherwise (format: SearchParam in
+        fineloop.jobs.search_space): the levers that matter most for fine-tuning."""
+        return {
+            "learning_rate": {"type": "float", "low": 5e-6, "high": 2e-4, "log": True},
+            "epochs": {"type": "int", "low": 1, "high": 4},
+            "batch_size": {"type": "categorical", "choices": [16, 32, 64]},
+            "warmup_ratio": {"type": "float", "low": 0.0, "high": 0.2},
+            "hard_negatives": {"type": "int", "low": 0, "high": 3},
+            "loss": {"type": "categorical", "choices": ["mnrl", "cosent", "online_contrastive"]},
+        }
+
     def build(
         self,
         store: Store,

@@ -28,6 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fineloop import __version__
+from fineloop.artifacts import fetch
 from fineloop.config import Settings
 from fineloop.errors import Invalid, NotFound
 from fineloop.store import Store
@@ -44,7 +45,7 @@ from fineloop.tasks.embedding.splits import SPLITS, QueryGroups, assign_splits
 class BuildConfig(BaseModel):
     """How feedback becomes a snapshot. Part of the snapshot's hash."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     mine_negatives: bool = Field(
         default=True, description="Add negatives mined from the catalog with the given model."
@@ -150,7 +151,7 @@ def build_snapshot(
             with store.read() as session:
                 model_path = _default_mining_model(session, project)
         mined = mine_item_negatives(
-            model_path,
+            fetch(settings, model_path),  # a version on a URL root: its local copy
             examples,
             groups,
             texts,

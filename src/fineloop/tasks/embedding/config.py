@@ -35,7 +35,7 @@ def packaged_minilm_path() -> str:
 class EmbeddingTrainConfig(BaseModel):
     """How to fine-tune a sentence-transformers model on a snapshot's train split."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     loss: str = Field(
         default="mnrl",

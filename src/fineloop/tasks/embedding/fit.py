@@ -1,10 +1,15 @@
 """One call of `SentenceTransformerTrainer.train()`, wired to fineloop: the training
 arguments a config implies, the callback that reports to a `ProgressSink`, and whether
 this machine can train in bf16.
+
+Under torchrun (see `fineloop.jobs.distributed`) every rank runs the same training; the
+Trainer sets up DDP from the environment. `is_main_process` says who writes files and
+`rank_zero_decides` keeps every rank on the same branch.
 """
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -19,6 +24,7 @@ from sentence_transformers.base.sampler import BatchSamplers
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_callback import PrinterCallback
 
+from fineloop.errors import Invalid
 from fineloop.tasks.base import ProgressSink
 from fineloop.tasks.embedding.config import EmbeddingTrainConfig
 from fineloop.tasks.embedding.evaluate import PRIMARY, PerQueryEvaluator, device
@@ -93,6 +99,10 @@ class SinkCallback(TrainerCallback):
         primary = (metrics or {}).get(self.eval_prefix + PRIMARY)
         if primary is not None:
             self.sink.log(f"step {state.global_step}: validation {PRIMARY} {primary:.4f}")
+        if self.sink.cancelled():  # e.g. a search pruned this trial on that very score
+            self.cancelled = True
+            control.should_training_stop = True
+            control.should_save = False
 
 
 def arguments(
@@ -122,7 +132,7 @@ def arguments(
         eval_steps=config.eval_steps,
         save_steps=config.eval_steps or 500,  # used only with eval_steps
         save_total_limit=2,
-        save_only_model=True,
+        save_only_model=False,  # optimizer and RNG state too: a retried job resumes
         load_best_model_at_end=evaluate,
         metric_for_best_model=f"eval_validation_cosine_{PRIMARY}" if evaluate else None,
         greater_is_better=True,
@@ -144,9 +154,18 @@ def fit_run(
     *,
     bf16: bool,
     callbacks: list[TrainerCallback],
+    resume: Path | None = None,
 ) -> dict[str, Any]:
     """Train in place (the best checkpoint is loaded back into `model`); return a summary
-    of the trainer state for the artifact's stamp."""
+    of the trainer state for the artifact's stamp. `resume`: a checkpoint to go on from."""
+    world = world_size()
+    if world > 1 and len(rows) < world * config.batch_size:  # DDP drops incomplete batches
+        raise Invalid(
+            f"{world} training processes with batch_size {config.batch_size} need at least "
+            f"{world * config.batch_size} training examples, the snapshot has {len(rows)}: "
+            "use fewer processes or a smaller batch_size",
+            field="nproc",
+        )
     args = arguments(config, spec, checkpoints, bf16=bf16, evaluate=validation is not None)
     trainer = SentenceTransformerTrainer(
         model=model,
@@ -157,7 +176,7 @@ def fit_run(
         callbacks=callbacks,
     )
     trainer.remove_callback(PrinterCallback)  # progress goes to the sink, not stdout
-    trainer.train()
+    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     state = trainer.state
     losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
     return {
@@ -168,4 +187,42 @@ def fit_run(
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
         "log_history": state.log_history,
+        "resumed_from": resume.name if resume is not None else None,
+        "world_size": args.world_size,
     }
+
+
+def last_checkpoint(checkpoints: Path) -> Path | None:
+    """The newest complete checkpoint an earlier run left in `checkpoints` (the Trainer
+    writes trainer_state.json last, so a run killed while saving leaves none there)."""
+    found = [
+        (int(path.name.rpartition("-")[2]), path)
+        for path in checkpoints.glob("checkpoint-*")
+        if path.name.rpartition("-")[2].isdigit() and (path / "trainer_state.json").is_file()
+    ]
+    return max(found)[1] if found else None
+
+
+def world_size() -> int:
+    """Processes training together (torchrun's WORLD_SIZE; 1 without a launcher)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """Whether this process writes files and scores models: always, except on the ranks
+    other than 0 of a distributed run (they only train alongside)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def rank_zero_decides(decision: bool) -> bool:
+    """Rank 0's decision on every rank, so that all take the same branch: a rank that
+    trained again alone would wait for the others forever. Also a meeting point: when it
+    returns, every rank is done with the run's checkpoints (rank 0 then deletes them)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return decision
+    dist.barrier()
+    box: list[object] = [decision]
+    dist.broadcast_object_list(box, src=0)
+    return bool(box[0])

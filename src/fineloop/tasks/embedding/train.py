@@ -38,7 +38,14 @@ from fineloop.tasks.embedding.evaluate import (
     short_metrics,
     snapshot_info,
 )
-from fineloop.tasks.embedding.fit import SinkCallback, fit_run, supports_bf16
+from fineloop.tasks.embedding.fit import (
+    SinkCallback,
+    fit_run,
+    is_main_process,
+    last_checkpoint,
+    rank_zero_decides,
+    supports_bf16,
+)
 from fineloop.tasks.embedding.losses import Negatives, get_loss
 
 VALIDATION = "validation"
@@ -81,35 +88,57 @@ def train(
         callback = SinkCallback(sink, f"eval_{VALIDATION}_cosine_")
         callbacks = [callback, *early_stopping(settings, validation)]
         checkpoints = work / f"checkpoints-{label}"
+        resume = last_checkpoint(checkpoints)  # left by a killed attempt of the same job
+        if resume is not None:
+            sink.log(f"resuming from {resume.name}, saved by an earlier attempt")
         state = fit_run(
-            model, spec, settings, rows, validation, checkpoints, bf16=bf16, callbacks=callbacks
+            model,
+            spec,
+            settings,
+            rows,
+            validation,
+            checkpoints,
+            bf16=bf16,
+            callbacks=callbacks,
+            resume=resume,
         )
         if callback.cancelled:
             raise JobCancelled("training was cancelled")
+        if not is_main_process():  # other DDP ranks keep nothing: rank 0 saves and scores
+            return Run(work, label, None, state)
         folder = work / f"model-{label}"
         model.save(str(folder))
         return Run(folder, label, score(validation, load_model(folder)), state)
 
     try:
         model = load_base(base_model, settings)
-        base_score = score(validation, model)
+        base_score = score(validation, model) if is_main_process() else None
         if base_score is not None:
             sink.metric("eval_ndcg@10", 0, base_score)
             sink.log(f"base model: validation {PRIMARY} {base_score:.4f}")
         run = attempt(resolve_precision(settings.precision) == "bf16", model)
         tried = {run.precision: run.score}
-        if settings.precision == "auto" and run.precision == "bf16" and below(run, base_score):
+        rerun = settings.precision == "auto" and run.precision == "bf16"
+        if rank_zero_decides(rerun and below(run, base_score)):
             sink.log(
                 f"bf16 run ended below the base model ({run.score} < {base_score}): fp32 rerun"
             )
             retry = attempt(False, load_base(base_model, settings))
             tried[retry.precision] = retry.score
             run = retry if (retry.score or 0.0) > (run.score or 0.0) else run
-        info = stamp(snapshot, base_model, settings, run, base_score)
-        info["validation"]["runs"] = tried
-        publish(run, out_dir, info)
+        if is_main_process():
+            info = stamp(snapshot, base_model, settings, run, base_score)
+            info["validation"]["runs"] = tried
+            publish(run, out_dir, info)
+    except JobCancelled:
+        if is_main_process():  # a cancel is final: nothing will resume from checkpoints
+            shutil.rmtree(work, ignore_errors=True)
+        raise
     finally:
-        shutil.rmtree(work, ignore_errors=True)  # checkpoints, and the run not kept
+        # Once published (other ranks may still read checkpoints until then). A failed run
+        # keeps them: its job, if retried, resumes; the job runner removes the folder.
+        if is_main_process() and (out_dir / "fineloop.json").is_file():
+            shutil.rmtree(work, ignore_errors=True)  # checkpoints, and the run not kept
     sink.progress(1.0, "saved")
     return out_dir
 
@@ -197,5 +226,9 @@ def stamp(
 def publish(run: Run, out_dir: Path, info: dict[str, Any]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     for entry in run.folder.iterdir():
-        shutil.move(str(entry), str(out_dir / entry.name))
+        target = out_dir / entry.name
+        if target.is_dir():  # left by an earlier attempt killed while publishing
+            shutil.rmtree(target)
+        target.unlink(missing_ok=True)
+        shutil.move(str(entry), str(target))
     (out_dir / "fineloop.json").write_text(json.dumps(info, indent=2, sort_keys=True))
