@@ -102,7 +102,7 @@ def simulate_users(
             seen.shown += 1
             seen.first += shown[0] == right
             others = [item for item in shown if item != right]
-            client.select(project, found["interaction_id"], [right], rejected=others)
+            client.selection(project, found["interaction_id"], [right], rejected=others)
             seen.selections += 1
         else:
             client.send_feedback(project, {"kind": "label", "input": query, "items": [right]})

@@ -14,14 +14,17 @@ InformationRetrievalEvaluator, for:
   query, right item) pair, same epochs, batch size, learning rate, warmup, seed and precision,
   no hard negatives, no validation split — the textbook recipe;
 - plain_on_fineloop_train: the same plain script on only the pairs of fineloop's snapshot
-  train split (a diagnostic: it separates "which data" from "which recipe").
+  train split (a diagnostic: it separates "which data" from "which recipe");
+- fineloop_no_hard_negatives (with --ablation): fineloop's own train step, called in-process
+  on the job's snapshot with its defaults but hard_negatives=0.
 
 Datasets: StackFAQ (125 threads; queries 1-5 of each train, 6-10 test; item = thread text)
 and Banking77 (77 intents; item = the intent name; N training queries per intent, all 3,080
 test queries).
 
-    .venv/bin/python bench/embedding_quality.py            # ~25 min on 2 cores
-    .venv/bin/python bench/embedding_quality.py --quick    # a smoke run, ~3 min
+    .venv/bin/python bench/embedding_quality.py --ablation   # ~16 min on 2 cores
+    .venv/bin/python bench/embedding_quality.py              # ~13 min, without the ablation
+    .venv/bin/python bench/embedding_quality.py --quick      # a smoke run, ~4 min
 """
 
 from __future__ import annotations

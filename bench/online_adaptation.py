@@ -144,7 +144,7 @@ def run_requests(
                 shown = [c["id"] for c in answer["candidates"]]
                 picked = [item for item in shown if item in wanted]
                 wrong = [h["id"] for h in answer["items"] if h["id"] not in wanted]
-                client.select(project, answer["interaction_id"], picked, rejected=wrong)
+                client.selection(project, answer["interaction_id"], picked, rejected=wrong)
     return out
 
 

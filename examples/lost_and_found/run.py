@@ -98,7 +98,7 @@ def confirm_all(client: Client, project: str, reports: list[tuple[str, str]]) ->
         shown = [hit["id"] for hit in answer["items"]]
         if right in shown:
             others = [item for item in shown if item != right]
-            client.select(project, answer["interaction_id"], [right], rejected=others)
+            client.selection(project, answer["interaction_id"], [right], rejected=others)
             picked += 1
         else:
             client.send_feedback(project, {"kind": "label", "input": report, "items": [right]})

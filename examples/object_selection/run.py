@@ -105,7 +105,7 @@ def respond(client: Client, project: str, answer: dict[str, Any], right: set[str
     """The user keeps the right objects among everything shown and drops the wrong ones."""
     keep = [c["id"] for c in answer["candidates"] if c["id"] in right]
     drop = [hit["id"] for hit in answer["items"] if hit["id"] not in right]
-    client.select(project, answer["interaction_id"], keep, rejected=drop)
+    client.selection(project, answer["interaction_id"], keep, rejected=drop)
 
 
 def scores(answer: dict[str, Any], right: set[str]) -> tuple[float, float, int]:
