@@ -97,6 +97,12 @@ class ServingPolicy(BaseModel):
     adaptation_half_life_days: float | None = Field(
         default=30.0, gt=0, description="Age at which past feedback counts half."
     )
+    adaptation_per_variant: bool = Field(
+        default=True,
+        description="During a rollout, adapt each variant only from feedback on its own "
+        "interactions (and feedback from before the rollout), so variants do not learn from "
+        "each other's users and the A/B test compares the models.",
+    )
     calibration: Literal["auto", "isotonic", "platt"] = Field(
         default="auto",
         description="Map from similarity to acceptance probability: isotonic with enough "

@@ -41,13 +41,19 @@ def evidence(
     query: np.ndarray,
     policy: ServingPolicy,
     now: datetime | None = None,
+    *,
+    rollout: int | None = None,
+    variant: str | None = None,
 ) -> dict[str, float]:
-    """Item id -> summed, weighted votes of similar judged queries (empty when off)."""
+    """Item id -> summed, weighted votes of similar judged queries (empty when off).
+    `rollout`/`variant`: the rollout arm answering, whose own feedback is all it sees of
+    that rollout (when the policy keeps variants apart)."""
     if not policy.online_adaptation or policy.adaptation_strength == 0:
         return {}
     now = now or datetime.now(UTC)
     votes: dict[str, float] = {}
-    close = memory.neighbours(query, policy.adaptation_min_similarity)
+    scoped = rollout if policy.adaptation_per_variant else None
+    close = memory.neighbours(query, policy.adaptation_min_similarity, scoped, variant or "")
     nearest = max((similarity for _, similarity in close), default=1.0)
     for judged, similarity in close:
         weight = similarity / nearest * judged.weight * _decay(judged.at, now, policy)

@@ -18,6 +18,11 @@ counts value > 0 as accepted, else rejected):
 - in a `search` interaction, items the user did not mention stay unlabelled.
 So wrong items fineloop keeps proposing are pushed down by every answer, even when the user
 never names them.
+
+During a rollout each judged query also remembers its *arm*: (rollout id, variant) of the
+interaction it judges ("" for a request the champion answered as a fallback). Adaptation
+can then keep each variant to its own users' feedback, so the variants stay apart and the
+A/B comparison measures the models, not feedback pooled across them.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from fineloop.store.interactions import shown_item_ids
 from fineloop.store.schema import Feedback, Interaction
 
 SOFT = 0.75
+Arm = tuple[int, str]
 RECHECK_SECONDS = 2.0
 LOOKBACK = 500
 _PAGE = 5_000
@@ -68,6 +74,7 @@ class Judged:
     weight: float = 0.0
     at: datetime | None = None
     labels: dict[str, float] = field(default_factory=dict)
+    arm: Arm | None = None  # (rollout id, variant) of the judged interaction, if any
 
     def relabel(self) -> None:
         labels = dict(self.picks)
@@ -134,12 +141,20 @@ class FeedbackMemory:
         self._seen = {i for i in self._seen if i > self.watermark - lookback}
         return total
 
-    def neighbours(self, query: np.ndarray, min_similarity: float) -> list[tuple[Judged, float]]:
+    def neighbours(
+        self, query: np.ndarray, min_similarity: float, rollout: int | None = None, arm: str = ""
+    ) -> list[tuple[Judged, float]]:
+        """Judged queries at least this similar. With a `rollout`, those judged inside it
+        count only for their own `arm` (variant); feedback from before it counts for all."""
         if not self.entries:
             return []
         sims = self.matrix @ np.asarray(query, dtype=np.float32)
         close = np.flatnonzero(sims >= min_similarity)
-        return [(self.entries[i], float(sims[i])) for i in close if self.entries[i].labels]
+        return [
+            (self.entries[i], float(sims[i]))
+            for i in close
+            if self.entries[i].labels and _visible(self.entries[i].arm, rollout, arm)
+        ]
 
     def samples(self) -> list[tuple[int, str, int]]:
         """(entry row, item id, accepted) for every labelled shown item."""
@@ -165,6 +180,8 @@ class FeedbackMemory:
                 Feedback.interaction_id,
                 shown.input.label("interaction_input"),
                 shown.output,
+                shown.variant,
+                shown.interaction_metadata.label("interaction_metadata"),
             )
             .outerjoin(
                 shown,
@@ -195,7 +212,7 @@ class FeedbackMemory:
                 text = query_text(row.interaction_input)
                 if text is None:
                     return None
-                judged = Judged(key=key, query=text)
+                judged = Judged(key=key, query=text, arm=arm_of(row))
                 output = row.output if isinstance(row.output, dict) else {}
                 judged.mode = "select" if output.get("mode") == "select" else "search"
                 judged.shown = shown_item_ids(output) or []
@@ -248,3 +265,18 @@ class FeedbackMemory:
         for judged in fresh:
             self._position[judged.key] = len(self.entries)
             self.entries.append(judged)
+
+
+def arm_of(row: Any) -> Arm | None:
+    """(rollout id, variant) of the interaction a feedback row judges; None outside one."""
+    metadata = row.interaction_metadata if isinstance(row.interaction_metadata, dict) else {}
+    note = metadata.get("rollout")
+    if not isinstance(note, dict) or not isinstance(note.get("id"), int):
+        return None
+    return note["id"], row.variant or ""
+
+
+def _visible(arm: Arm | None, rollout: int | None, variant: str) -> bool:
+    if arm is None or rollout is None or arm[0] != rollout:
+        return True
+    return arm[1] == variant != ""

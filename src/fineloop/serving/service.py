@@ -51,7 +51,7 @@ def search(state: ServingState, project: str, request: SearchRequest) -> SearchR
     routed = route(state, project, request.version, request.user_id)
     served = routed.served
     query = _query_vector(state, served, request.query)
-    ranked = _rank(served, query, request.k + _EXTRA, request.filters)
+    ranked = _rank(routed, query, request.k + _EXTRA, request.filters)
     top = list(range(min(request.k, len(ranked.rows))))
     hits = _hits(served, ranked, top)
     output = {
@@ -83,7 +83,7 @@ def select(state: ServingState, project: str, request: SelectRequest) -> SelectR
     )
     cap = request.max or SELECT_MAX
     query = _query_vector(state, served, request.query)
-    ranked = _rank(served, query, max(2 * cap, MIN_CANDIDATES), request.filters)
+    ranked = _rank(routed, query, max(2 * cap, MIN_CANDIDATES), request.filters)
     chosen = [i for i in range(len(ranked.rows)) if ranked.probabilities[i] >= threshold][:cap]
     shown = list(range(min(len(ranked.rows), max(2 * len(chosen), MIN_CANDIDATES))))
     picked = set(chosen)
@@ -131,7 +131,8 @@ def _query_vector(state: ServingState, served: Served, text: str) -> np.ndarray:
     return vector
 
 
-def _rank(served: Served, query: np.ndarray, fetch: int, filters: dict[str, Any]) -> Ranked:
+def _rank(routed: Routed, query: np.ndarray, fetch: int, filters: dict[str, Any]) -> Ranked:
+    served = routed.served
     slot, policy = served.slot, served.project.policy
     index = slot.catalog.index
     allowed = index.matching(filters)
@@ -140,7 +141,8 @@ def _rank(served: Served, query: np.ndarray, fetch: int, filters: dict[str, Any]
     kept = [(row, score) for row, score in found if row in index.item_of]
     rows = [row for row, _ in kept]
     scores = [score for _, score in kept]
-    votes = evidence(slot.memory, query, policy)
+    rollout = routed.note.get("id") if routed.note is not None else None
+    votes = evidence(slot.memory, query, policy, rollout=rollout, variant=routed.variant)
     if votes:
         fetched = set(rows)
         permitted = None if allowed is None else set(allowed.tolist())
