@@ -140,6 +140,39 @@ def test_selections_thumbs_and_labels_become_pairs_and_negatives(
     assert unknown > none and built.feedback_watermark == unknown
 
 
+def test_the_hardest_rejections_come_first(
+    store: Store, settings: Settings, tmp_path: Path
+) -> None:
+    """Rejections are ordered by how often, then how high they were shown: not by id."""
+    make_project(store)
+    show(store, "a", "how do i reset my password", ["transfer", "email", "pw", "cancel"])
+    show(store, "b", "reset password", ["cancel", "pw", "window"], group="pw")
+    show(store, "c", "forgot my password", ["pw", "window"], group="pw")
+    send(
+        store,
+        SelectionEvent(
+            kind="selection",
+            interaction_id="a",
+            selected=["pw"],
+            rejected=["cancel", "email", "transfer"],  # listed in any order
+        ),
+        SelectionEvent(
+            kind="selection", interaction_id="b", selected=["pw"], rejected=["window", "cancel"]
+        ),
+        SelectionEvent(kind="selection", interaction_id="c", selected=["pw"], rejected=["window"]),
+    )
+    built = build(store, settings, tmp_path / "snap")
+    rows = by_pair(rows_of(built))
+    # "transfer" was shown first, "email" second, "cancel" fourth
+    assert rows["how do i reset my password", "pw"]["negative_ids"] == [
+        "transfer",
+        "email",
+        "cancel",
+    ]
+    # in the paraphrase group, "window" (rejected twice, lower) beats "cancel" (once, first)
+    assert rows["reset password", "pw"]["negative_ids"] == ["window", "cancel"]
+
+
 def test_untrainable_feedback_is_left_out(store: Store, settings: Settings, tmp_path: Path) -> None:
     # A thumbs-up is worth 0.05 here, under the 0.1 quality threshold.
     make_project(store, thumb_up=0.05, half_life_days=30)

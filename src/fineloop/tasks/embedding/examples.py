@@ -4,6 +4,8 @@ Which events count, and as what:
 - selection: each `selected` id is a positive for the query, each `rejected` id a hard
   negative. Items shown but neither picked nor rejected are not negatives (the user may
   simply not have looked at them). A selection that rejected everything gives negatives only.
+  Each judgment keeps the rank the item was shown at: a rejection of the second result
+  teaches more than one of the tenth, so snapshots use the highest-ranked rejections first.
 - thumb on an interaction whose output is a ranking: up makes the first shown item a
   positive, down makes it a hard negative.
 - label with `items`: each item is a positive. Labels need no interaction (the event's own
@@ -42,6 +44,7 @@ class Signal:
     item_id: str
     positive: bool
     strength: float  # |effective reward| in [0, 1]: the graded score of a positive
+    rank: int  # where the item was shown (0 = first); else its place in the event's list
 
 
 @dataclass
@@ -128,12 +131,21 @@ def harvest(
         if group is None and interaction is not None:
             group = group_of(interaction.interaction_metadata)
         strength = min(1.0, abs(effective))
+        shown = shown_item_ids(interaction.output) if interaction is not None else None
         signals += [
-            Signal(row.id, query, group, item_id, positive, strength)
-            for item_id, positive in judged
+            Signal(row.id, query, group, item_id, positive, strength, rank)
+            for item_id, positive, rank in _ranked(judged, shown or [])
         ]
         stats["events_used"] += 1
     return Harvest(signals, watermark, as_of, stats)
+
+
+def _ranked(judged: list[tuple[str, bool]], shown: list[str]) -> Iterator[tuple[str, bool, int]]:
+    """Each judgment with its item's rank among those shown; an item that was not shown
+    ranks after every shown one, in the order the event lists it."""
+    at = {item_id: rank for rank, item_id in reversed(list(enumerate(shown)))}
+    for position, (item_id, positive) in enumerate(judged):
+        yield item_id, positive, at.get(item_id, len(shown) + position)
 
 
 def _judgments(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from fineloop.tasks.embedding.examples import Example, Signal
@@ -23,13 +24,27 @@ def group_positives(examples: Iterable[Example], groups: QueryGroups) -> dict[st
     return positives
 
 
-def _rejections(signals: Iterable[Signal], groups: QueryGroups) -> dict[str, dict[str, list[int]]]:
-    """Group key → rejected item id → the feedback ids that rejected it."""
-    found: dict[str, dict[str, list[int]]] = {}
+@dataclass
+class Rejection:
+    """How a query group rejected one item: by which events, and at best at what rank."""
+
+    feedback_ids: list[int] = field(default_factory=list)
+    best_rank: int = 1 << 30
+
+    def order(self, item_id: str) -> tuple[int, int, int, str]:
+        """Most often rejected first, then shown highest (the hardest), then earliest."""
+        return (-len(self.feedback_ids), self.best_rank, min(self.feedback_ids), item_id)
+
+
+def _rejections(signals: Iterable[Signal], groups: QueryGroups) -> dict[str, dict[str, Rejection]]:
+    """Group key → rejected item id → how it was rejected."""
+    found: dict[str, dict[str, Rejection]] = {}
     for signal in signals:
         if not signal.positive:
             by_item = found.setdefault(groups.key(signal.query), {})
-            by_item.setdefault(signal.item_id, []).append(signal.feedback_id)
+            rejection = by_item.setdefault(signal.item_id, Rejection())
+            rejection.feedback_ids.append(signal.feedback_id)
+            rejection.best_rank = min(rejection.best_rank, signal.rank)
     return found
 
 
@@ -45,7 +60,8 @@ def assemble_rows(
     stats: Counter[str],
 ) -> list[dict[str, Any]]:
     """One row per example, with its split and up to `negatives_per_query` negatives:
-    explicit rejections first (most often rejected, then earliest), then mined ones."""
+    explicit rejections first (most often rejected, then shown highest, then earliest),
+    then mined ones."""
     positives = group_positives(examples, groups)
     rejections = _rejections(signals, groups)
     for key, by_item in rejections.items():
@@ -58,8 +74,7 @@ def assemble_rows(
         known = positives[key]
         rejected = rejections.get(key, {})
         explicit = sorted(
-            (i for i in rejected if i not in known),
-            key=lambda i: (-len(rejected[i]), min(rejected[i]), i),
+            (i for i in rejected if i not in known), key=lambda i: rejected[i].order(i)
         )
         mined_ids = [i for i in mined.get(example.query, []) if i not in known]
         chosen = list(dict.fromkeys(explicit + mined_ids))[:negatives_per_query]
@@ -68,7 +83,7 @@ def assemble_rows(
         stats["mined_negatives"] += len(chosen) - len(used_explicit)
         feedback_ids = set(example.feedback_ids)
         for item_id in used_explicit:
-            feedback_ids.update(rejected[item_id])
+            feedback_ids.update(rejected[item_id].feedback_ids)
         rows.append(
             {
                 "split": split_of[key],
