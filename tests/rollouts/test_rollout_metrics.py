@@ -68,9 +68,16 @@ def test_metrics_match_an_independent_count(
     pa, pb = a["accepted"] / a["judged"], b["accepted"] / b["judged"]
     pooled = (a["accepted"] + b["accepted"]) / (a["judged"] + b["judged"])
     z = (pb - pa) / math.sqrt(pooled * (1 - pooled) * (1 / a["judged"] + 1 / b["judged"]))
-    assert comparison["test"] == "z"
+    assert comparison["test"] == "sequential (mSPRT, effect size 0.1) on z"
     assert comparison["difference"] == pytest.approx(pb - pa)
-    assert comparison["p_value"] == pytest.approx(math.erfc(abs(z) / math.sqrt(2)))
+    assert comparison["p_fixed"] == pytest.approx(math.erfc(abs(z) / math.sqrt(2)))
+    variance = pooled * (1 - pooled) * (1 / a["judged"] + 1 / b["judged"])
+    tau2 = 0.1**2
+    ratio = math.sqrt(variance / (variance + tau2)) * math.exp(
+        tau2 * (pb - pa) ** 2 / (2 * variance * (variance + tau2))
+    )
+    assert comparison["p_value"] == pytest.approx(min(1.0, 1 / ratio))
+    assert comparison["p_value"] >= comparison["p_fixed"]  # the price of looking often
     assert comparison["ci_low"] < pb - pa < comparison["ci_high"]
     welch = scipy_stats.ttest_ind(b["means"], a["means"], equal_var=False)
     reward = comparison["tests"]["mean_reward"]
@@ -109,3 +116,40 @@ def test_a_rollout_without_feedback_reports_zeros_and_no_verdict(
     assert all(m["judged"] == 0 and m["acceptance_rate"] is None for m in found["metrics"])
     assert found["comparison"]["p_value"] is None
     assert found["comparison"]["significant"] is False
+
+
+def peeking_false_positives(sequential: bool, runs: int = 300) -> float:
+    """A/A tests (both arms accept 30%) looked at every 20 judged interactions per arm up
+    to 1,000: the share of runs that ever call the difference significant at 0.05."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    hits = 0
+    for _ in range(runs):
+        a = np.cumsum(rng.random(1000) < 0.3)
+        b = np.cumsum(rng.random(1000) < 0.3)
+        for n in range(20, 1001, 20):
+            ha, hb = int(a[n - 1]), int(b[n - 1])
+            if sequential:
+                variance = stats.proportions_variance(ha, n, hb, n)
+                p = stats.always_valid(hb / n - ha / n, variance, 0.1)
+            else:
+                p = stats.proportions(ha, n, hb, n, 0.05).p_value
+            if p is not None and p < 0.05:
+                hits += 1
+                break
+    return hits / runs
+
+
+def test_looking_after_every_batch_breaks_the_fixed_test_but_not_the_sequential_one() -> None:
+    assert peeking_false_positives(sequential=False) > 0.15  # ~4x the promised 5%
+    assert peeking_false_positives(sequential=True) <= 0.05
+
+
+def test_the_sequential_test_still_finds_a_real_difference() -> None:
+    variance = stats.proportions_variance(186, 300, 222, 300)  # 62% vs 74%
+    assert stats.proportions(186, 300, 222, 300, 0.05).p_value < 0.01
+    p = stats.always_valid(222 / 300 - 186 / 300, variance, 0.1)
+    assert p is not None and p < 0.05
+    assert stats.always_valid(0.0, variance, 0.1) == 1.0
+    assert stats.always_valid(0.1, 0.0, 0.1) == 0.0  # no spread: the difference is exact

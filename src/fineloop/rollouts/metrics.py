@@ -137,14 +137,26 @@ def variant_metrics(samples: Samples, policy: RolloutPolicy) -> dict[str, Any]:
 def compare(control: Samples, challenger: Samples, policy: RolloutPolicy) -> dict[str, Any]:
     """The challenger against the control on both metrics; the policy's metric decides
     `significant` (p < alpha with min_samples judged interactions on each side) and
-    `better` (the variant ahead when significant, else None)."""
+    `better` (the variant ahead when significant, else None). With `policy.sequential`
+    the deciding `p_value` is the always-valid one; `p_fixed` is the one-look p-value."""
     acceptance = stats.proportions(
         control.accepted, control.judged, challenger.accepted, challenger.judged, policy.alpha
     )
     reward = stats.means(control.rewards, challenger.rewards, policy.alpha)
-    primary = acceptance if policy.metric == "acceptance_rate" else reward
+    if policy.metric == "acceptance_rate":
+        primary = acceptance
+        variance = stats.proportions_variance(
+            control.accepted, control.judged, challenger.accepted, challenger.judged
+        )
+    else:
+        primary = reward
+        variance = stats.means_variance(control.rewards, challenger.rewards)
     enough = min(control.judged, challenger.judged) >= policy.min_samples
-    p_value, difference = primary.p_value, primary.difference
+    difference = primary.difference
+    test, p_value = primary.test, primary.p_value
+    if policy.sequential and primary.test != "none":
+        test = f"sequential (mSPRT, effect size {policy.effect_size:g}) on {primary.test}"
+        p_value = stats.always_valid(difference, variance, policy.effect_size)
     significant = enough and p_value is not None and p_value < policy.alpha
     better = None
     if significant and difference:
@@ -153,11 +165,13 @@ def compare(control: Samples, challenger: Samples, policy: RolloutPolicy) -> dic
         "control": control.variant,
         "challenger": challenger.variant,
         "metric": policy.metric,
-        "test": primary.test,
+        "test": test,
         "difference": difference,
         "ci_low": primary.ci_low,
         "ci_high": primary.ci_high,
         "p_value": p_value,
+        "p_fixed": primary.p_value,
+        "sequential": policy.sequential,
         "alpha": policy.alpha,
         "significant": significant,
         "better": better,

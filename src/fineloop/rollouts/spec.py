@@ -33,6 +33,19 @@ class RolloutPolicy(Strict):
     alpha: float = Field(
         default=0.05, gt=0, le=0.5, description="Significance level of the two-sided test."
     )
+    sequential: bool = Field(
+        default=True,
+        description="Decide on an always-valid p-value (mixture SPRT), which stays valid "
+        "however often the policy re-tests as feedback arrives. Off: the fixed-sample "
+        "p-value, valid only for one look at a sample size chosen in advance (min_samples).",
+    )
+    effect_size: float = Field(
+        default=0.1,
+        gt=0,
+        le=10,
+        description="Sequential test only: the difference on the metric (e.g. 0.1 = ten "
+        "points of acceptance rate) it detects fastest; others are detected too, later.",
+    )
     auto_rollback: bool = Field(
         default=True,
         description="A challenger significantly worse than the control loses its traffic; "

@@ -5,6 +5,20 @@ when an expected cell count is below 5; the interval of b - a is Newcombe's (fro
 intervals), which stays sensible at 0% and 100%. Mean rewards: Welch's t-test and its
 interval. Every number is a plain float, or None when there is too little data to compute
 it. scipy is imported on first use, so importing this module stays cheap.
+
+Those p-values hold for one look at a sample size fixed in advance. A rollout policy looks
+again every time feedback arrives, and checking a fixed-sample test that often finds a
+"significant" difference between two identical variants far more often than alpha. So the
+policy decides on an *always-valid* p-value instead: the mixture sequential probability
+ratio test (mSPRT; Johari, Pekelis and Walsh, "Always valid inference", 2017) for a
+difference of means with a normal approximation and a N(0, tau^2) mixing distribution:
+
+    Lambda_n = sqrt(V / (V + tau^2)) * exp(tau^2 * d^2 / (2 V (V + tau^2)))
+
+where d is the observed difference and V its variance (pooled under the null for
+proportions). Rejecting when 1 / Lambda_n < alpha at any look keeps the false positive rate
+at most alpha however often one looks. `tau` is the size of difference the test finds
+fastest; smaller and larger true differences are found too, only later.
 """
 
 from __future__ import annotations
@@ -56,7 +70,7 @@ def mean_interval(values: list[float], alpha: float) -> tuple[float | None, floa
     if n < 2:
         return None, None
     mean = sum(values) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    sd = math.sqrt(_sample_variance(values))
     half = float(_scipy().t.ppf(1 - alpha / 2, n - 1)) * sd / math.sqrt(n)
     return mean - half, mean + half
 
@@ -92,8 +106,7 @@ def means(a: list[float], b: list[float], alpha: float) -> Result:
     if len(a) < 2 or len(b) < 2 or ma is None or mb is None:
         return Result("mean_reward", "none", ma, mb, None, None, None, None)
     d = mb - ma
-    va = sum((x - ma) ** 2 for x in a) / (len(a) - 1)
-    vb = sum((x - mb) ** 2 for x in b) / (len(b) - 1)
+    va, vb = _sample_variance(a), _sample_variance(b)
     if va == 0 and vb == 0:  # no spread at all: the difference is exact
         return Result("mean_reward", "welch", ma, mb, d, 1.0 if d == 0 else 0.0, d, d)
     with warnings.catch_warnings():  # one constant side is fine; scipy warns about it
@@ -110,3 +123,36 @@ def means(a: list[float], b: list[float], alpha: float) -> Result:
         float(interval.low),
         float(interval.high),
     )
+
+
+def always_valid(difference: float | None, variance: float | None, tau: float) -> float | None:
+    """mSPRT p-value min(1, 1 / Lambda) of an observed difference with this variance."""
+    if difference is None or variance is None:
+        return None
+    if variance <= 0:  # no spread at all: the difference is exact
+        return 1.0 if difference == 0 else 0.0
+    spread = variance + tau * tau
+    log_ratio = 0.5 * math.log(variance / spread) + (tau * tau * difference * difference) / (
+        2 * variance * spread
+    )
+    return float(min(1.0, math.exp(-log_ratio)))
+
+
+def proportions_variance(a_hits: int, a_n: int, b_hits: int, b_n: int) -> float | None:
+    """Variance of b - a under the null (pooled), for the sequential test."""
+    if a_n == 0 or b_n == 0:
+        return None
+    pooled = (a_hits + b_hits) / (a_n + b_n)
+    return pooled * (1 - pooled) * (1 / a_n + 1 / b_n)
+
+
+def means_variance(a: list[float], b: list[float]) -> float | None:
+    """Variance of mean(b) - mean(a) (Welch), for the sequential test."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    return _sample_variance(a) / len(a) + _sample_variance(b) / len(b)
+
+
+def _sample_variance(values: list[float]) -> float:
+    mean = sum(values) / len(values)
+    return sum((v - mean) ** 2 for v in values) / (len(values) - 1)
