@@ -6,6 +6,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -18,7 +19,7 @@ from fineloop.jobs import store as jobs
 from fineloop.jobs.runner import execute
 from fineloop.jobs.sink import StoreSink
 from fineloop.jobs.triggers import TriggerLoop
-from fineloop.jobs.webhooks import deliver_pending
+from fineloop.jobs.webhooks import CLAIM_STALE, MAX_CLAIMS, claim, deliver_pending, pending
 from fineloop.registry import manage
 from fineloop.store import Store
 from fineloop.store.projects import get_project
@@ -138,6 +139,35 @@ def test_failures_are_retried_then_recorded_and_never_touch_the_job(
     assert job.state == "succeeded"
     assert messages[-1].startswith("webhook: job.finished failed after 2 attempt(s): ConnectError")
     assert deliver_pending(store) == []  # a failed delivery is not retried forever
+
+
+def test_a_claim_whose_process_died_is_sent_again_later(
+    store: Store, settings: Settings, fake_project: MakeProject, receiver: Receiver
+) -> None:
+    name = fake_project(webhook_url=receiver.url)
+    job_id = train(store, settings, name, gain=-0.1)  # not promoted: only the job end
+    with store.read() as session:
+        (notice,) = pending(session, datetime.now(UTC))
+    assert claim(store, notice)  # ... and the process dies before posting
+
+    assert deliver_pending(store) == []  # in flight for a while: nobody else sends it
+    later = datetime.now(UTC) + CLAIM_STALE
+    made = deliver_pending(store, now=later)
+    assert [(m["delivery"], m["status"]) for m in made] == [(notice.key, "delivered")]
+    assert [body["delivery"] for body in receiver.bodies] == [f"job-{job_id}-finished"]
+    assert deliver_pending(store, now=later + CLAIM_STALE) == []  # delivered: done
+    statuses = [e["status"] for e in webhook_events(store, job_id)]
+    assert statuses == ["sending", "sending", "delivered"]
+
+    # A delivery whose every claim died is given up after MAX_CLAIMS.
+    other = train(store, settings, name, gain=-0.1)
+    with store.read() as session:
+        (stuck,) = pending(session, datetime.now(UTC))
+    for _ in range(MAX_CLAIMS):
+        assert claim(store, stuck, later)
+        later += CLAIM_STALE
+    assert deliver_pending(store, now=later) == []
+    assert [e["status"] for e in webhook_events(store, other)] == ["sending"] * MAX_CLAIMS
 
 
 def test_concurrent_deliverers_send_each_notice_once(

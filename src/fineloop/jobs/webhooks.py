@@ -9,10 +9,12 @@ triggers calls `deliver_pending` every few seconds.
 Each delivery is claimed by writing a `webhook` event ("sending ...") on its job under the
 job row's lock, then POSTed (short timeout, a few attempts on network errors, 429 and
 5xx), then its outcome is written as a second `webhook` event. So one delivery is attempted
-once however many loops run; a process that dies between claim and POST loses it (at most
-once). A champion move is recorded on the job that trained the version (else the project's
-latest job). Only what happened in the last `lookback` is considered, so setting a URL does
-not replay history. Receivers can deduplicate on `delivery`.
+by one process at a time however many loops run. A claim with no outcome after
+`CLAIM_STALE` belongs to a process that died between claim and outcome: the delivery is
+claimed again (up to `MAX_CLAIMS` times), so delivery is at least once and a receiver may
+see a `delivery` twice — deduplicate on it. A champion move is recorded on the job that
+trained the version (else the project's latest job). Only what happened in the last
+`lookback` is considered, so setting a URL does not replay history.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ LOOKBACK = timedelta(minutes=10)
 TIMEOUT = 5.0
 ATTEMPTS = 3
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+# Longer than one delivery can take (ATTEMPTS posts of TIMEOUT plus backoff), with room.
+CLAIM_STALE = timedelta(seconds=2 * ATTEMPTS * TIMEOUT + 30)
+MAX_CLAIMS = 3
 
 
 @dataclass(frozen=True)
@@ -103,14 +108,32 @@ def _move_notice(session: Session, project: Project, url: str, change: AliasChan
     return Notice(key, url, change.at, record, payload)
 
 
-def _sent(session: Session, job_ids: set[int]) -> set[str]:
-    """Deliveries already claimed (or made) on these jobs."""
+def _settled(session: Session, job_ids: set[int], now: datetime) -> set[str]:
+    """Deliveries on these jobs not to claim now: made or failed (an outcome is recorded),
+    claimed within `CLAIM_STALE` (in flight), or already claimed `MAX_CLAIMS` times."""
     if not job_ids:
         return set()
-    rows = session.scalars(
-        select(JobEvent.data).where(JobEvent.job_id.in_(job_ids), JobEvent.kind == "webhook")
+    rows = session.execute(
+        select(JobEvent.data, JobEvent.at).where(
+            JobEvent.job_id.in_(job_ids), JobEvent.kind == "webhook"
+        )
     )
-    return {str(data.get("delivery")) for data in rows if isinstance(data, dict)}
+    claims: dict[str, list[datetime]] = {}
+    done: set[str] = set()
+    for data, at in rows:
+        if not isinstance(data, dict):
+            continue
+        key = str(data.get("delivery"))
+        if data.get("status") == "sending":
+            claims.setdefault(key, []).append(at)
+        else:
+            done.add(key)
+    busy = {
+        key
+        for key, times in claims.items()
+        if max(times) > now - CLAIM_STALE or len(times) >= MAX_CLAIMS
+    }
+    return done | busy
 
 
 def pending(session: Session, now: datetime, lookback: timedelta = LOOKBACK) -> list[Notice]:
@@ -139,17 +162,17 @@ def pending(session: Session, now: datetime, lookback: timedelta = LOOKBACK) -> 
             )
         )
         found += [_move_notice(session, project, url, change) for change in moves]
-    sent = _sent(session, {n.job_id for n in found if n.job_id is not None})
-    return sorted((n for n in found if n.key not in sent), key=lambda n: n.at)
+    settled = _settled(session, {n.job_id for n in found if n.job_id is not None}, now)
+    return sorted((n for n in found if n.key not in settled), key=lambda n: n.at)
 
 
-def claim(store: Store, notice: Notice) -> bool:
-    """Record that this process sends `notice`; False if another one already did."""
+def claim(store: Store, notice: Notice, now: datetime | None = None) -> bool:
+    """Record that this process sends `notice`; False if another one has it or it is done."""
     if notice.job_id is None:
         return True
     with store.write() as session:
         session.execute(select(Job.id).where(Job.id == notice.job_id).with_for_update())
-        if notice.key in _sent(session, {notice.job_id}):
+        if notice.key in _settled(session, {notice.job_id}, now or datetime.now(UTC)):
             return False
         event = notice.payload["event"]
         data = {"delivery": notice.key, "event": event, "status": "sending", "url": notice.url}
@@ -190,9 +213,11 @@ def post(
     return outcome
 
 
-def deliver(store: Store, notice: Notice, **options: Any) -> dict[str, Any] | None:
+def deliver(
+    store: Store, notice: Notice, now: datetime | None = None, **options: Any
+) -> dict[str, Any] | None:
     """Claim, send and record one notice; None when another process has it."""
-    if not claim(store, notice):
+    if not claim(store, notice, now):
         return None
     outcome = post(notice.url, notice.payload, **options)
     event = notice.payload["event"]
@@ -216,11 +241,12 @@ def deliver_pending(
     **options: Any,
 ) -> list[dict[str, Any]]:
     """Send everything pending; the outcomes of the deliveries this call made."""
+    now = now or datetime.now(UTC)
     with store.read() as session:
-        notices = pending(session, now or datetime.now(UTC), lookback)
+        notices = pending(session, now, lookback)
     made = []
     for notice in notices:
-        outcome = deliver(store, notice, **options)
+        outcome = deliver(store, notice, now, **options)
         if outcome is not None:
             made.append(outcome | {"delivery": notice.key})
     return made
