@@ -8,6 +8,8 @@ its artifact root there is listed and served by a fresh server process with an e
 from __future__ import annotations
 
 import json
+import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +22,7 @@ from fastapi.testclient import TestClient
 from conftest import LiveServer
 from fineloop import artifacts
 from fineloop.api import create_app
-from fineloop.artifacts_remote import MARKER, filesystem
+from fineloop.artifacts_remote import EVICT_GRACE, MARKER, evict, filesystem
 from fineloop.config import Settings, get_settings
 from fineloop.errors import Invalid, NotFound
 from fineloop.jobs import store as jobs
@@ -89,6 +91,35 @@ def test_a_url_root_publishes_with_a_marker_and_reads_through_a_reused_cache(
     artifacts.publish(writer, scratch_with(writer, republished), final)
     assert tree(Path(artifacts.fetch(reader, final))) == republished
     assert artifacts.fetch(reader, final) != str(copy)
+
+
+def test_the_download_cache_keeps_to_its_size_sparing_recent_copies(tmp_path: Path) -> None:
+    url = f"memory://fl-{uuid.uuid4().hex[:8]}/root"
+    writer = get_settings(data_dir=tmp_path / "writer", artifact_root=url)
+    limit = 1500 / 1024**3  # room for one 1,000-byte copy, not two
+    reader = get_settings(data_dir=tmp_path / "reader", artifact_root=url, artifact_cache_gb=limit)
+    finals = [artifacts.version_location(writer, "proj", n) for n in (1, 2, 3)]
+    for n, final in enumerate(finals):
+        artifacts.publish(writer, scratch_with(writer, {"w": bytes([n]) * 1000}), final)
+
+    first = Path(artifacts.fetch(reader, finals[0]))
+    hour_ago = time.time() - 3600
+    os.utime(first, (hour_ago, hour_ago))  # not used for an hour
+    second = Path(artifacts.fetch(reader, finals[1]))
+    assert not first.exists() and second.is_dir()  # over the limit: the old copy went
+    third = Path(artifacts.fetch(reader, finals[2]))
+    assert second.is_dir() and third.is_dir()  # over the limit, but both just used
+
+    a_little_earlier = time.time() - 10
+    os.utime(second, (a_little_earlier, a_little_earlier))
+    later = time.time() + EVICT_GRACE + 1
+    assert evict(reader, now=later) == [second]  # the least recently used goes first
+    # an evicted copy comes back on the next read, whole
+    assert tree(Path(artifacts.fetch(reader, finals[0]))) == {"w": bytes([0]) * 1000}
+    unlimited = get_settings(
+        data_dir=tmp_path / "reader", artifact_root=url, artifact_cache_gb=None
+    )
+    assert evict(unlimited, now=later + 3600) == []
 
 
 def tmp_and_fresh(tmp_path: Path, url: str) -> Settings:

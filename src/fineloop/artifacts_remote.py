@@ -10,7 +10,10 @@ Downloads land in `<root>/downloads/<name>-<key>`, the key hashing the location 
 upload id: an unchanged artifact is read from disk again (one small read of the marker per
 load), one re-uploaded after a killed run gets a new folder. Publishing moves the scratch
 folder into that cache, so the machine that trained a version never downloads it back.
-The cache can be deleted at any time; it fills again on demand.
+The cache can be deleted at any time; it fills again on demand. Every read marks its copy
+as used (its folder's mtime); after a download, copies beyond `artifact_cache_gb` are
+deleted, least recently used first, sparing any used within `EVICT_GRACE` (a process may
+be loading it right now; a model already loaded keeps its memory).
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import shutil
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +35,7 @@ from fineloop.errors import Invalid, NotFound
 
 MARKER = ".fineloop-complete"
 CACHE = "downloads"
+EVICT_GRACE = 600.0  # seconds: a copy used this recently is never evicted
 
 
 def filesystem(settings: Settings, uri: str) -> tuple[Any, str]:
@@ -84,6 +90,7 @@ def download(settings: Settings, uri: str) -> Path:
         )
     target = cache_dir(settings, uri, marker)
     if target.is_dir():
+        _mark_used(target)
         return target
     partial = target.with_name(f"{target.name}.part-{uuid.uuid4().hex[:8]}")
     try:
@@ -100,7 +107,40 @@ def download(settings: Settings, uri: str) -> Path:
         _settle(partial, target)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
+    _mark_used(target)
+    evict(settings)
     return target
+
+
+def evict(settings: Settings, now: float | None = None) -> list[Path]:
+    """Delete the least recently used cached copies while the cache is over its limit;
+    the deleted folders (a copy used within `EVICT_GRACE` is kept, however large)."""
+    if settings.artifact_cache_gb is None:
+        return []
+    cache = root(settings) / CACHE
+    now = time.time() if now is None else now
+    copies = []
+    for folder in cache.glob("*") if cache.is_dir() else ():
+        if folder.is_dir() and ".part-" not in folder.name:
+            size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+            copies.append((folder.stat().st_mtime, size, folder))
+    total = sum(size for _, size, _ in copies)
+    limit = settings.artifact_cache_gb * 1024**3
+    deleted = []
+    for used, size, folder in sorted(copies):
+        if total <= limit:
+            break
+        if now - used < EVICT_GRACE:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        total -= size
+        deleted.append(folder)
+    return deleted
+
+
+def _mark_used(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        os.utime(folder)
 
 
 def delete(settings: Settings, uri: str) -> None:

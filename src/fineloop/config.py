@@ -20,7 +20,9 @@ CONFIG_ENV = "FINELOOP_CONFIG"
 class Settings(BaseSettings):
     """Everything a fineloop process needs to find its store, artifacts and keys."""
 
-    model_config = SettingsConfigDict(env_prefix="FINELOOP_", extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="FINELOOP_", extra="forbid", env_parse_none_str="null"
+    )
 
     data_dir: Path = Field(
         default=Path(".fineloop"),
@@ -42,6 +44,13 @@ class Settings(BaseSettings):
         description="fsspec storage options for a URL artifact_root, as JSON in "
         'FINELOOP_ARTIFACT_OPTIONS, e.g. {"endpoint_url": "http://minio:9000"}. Leave '
         "credentials to the store's own variables (AWS_ACCESS_KEY_ID, ...).",
+    )
+    artifact_cache_gb: float | None = Field(
+        default=20.0,
+        gt=0,
+        description="With a URL artifact_root: the most disk the local copies of downloaded "
+        "artifacts may take; the least recently used copies beyond it are deleted (never "
+        "one used in the last 10 minutes). None keeps every copy.",
     )
     train_nproc: int = Field(
         default=1,
