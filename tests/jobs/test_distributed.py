@@ -69,8 +69,10 @@ def ok(response: Any, status: int = 200) -> Any:
     return response.json()
 
 
-def run_job(store: Store, settings: Settings, name: str, nproc: int | None) -> dict[str, Any]:
-    job = start_training(store, name, claimed_by="test-worker", nproc=nproc)
+def run_job(
+    store: Store, settings: Settings, name: str, nproc: int | None, launcher: str | None = None
+) -> dict[str, Any]:
+    job = start_training(store, name, claimed_by="test-worker", nproc=nproc, launcher=launcher)
     state = execute(store, settings, job.id, StoreSink(store, job.id))
     with store.read() as session:
         done = jobs.job_public(session, jobs.get_job(session, job.id))
@@ -135,6 +137,23 @@ def test_two_gloo_processes_train_one_job_into_the_same_kind_of_version(
     assert embedder is not None
     found = ok(client.post("/v1/projects/faq/search", json={"query": "lost card", "version": "v2"}))
     assert found["model_version"] == "v2" and found["items"]
+
+
+def test_accelerate_launch_trains_one_job_on_two_processes_too(
+    client: TestClient, store: Store, settings: Settings, tiny_model: Path
+) -> None:
+    seed(client, "faq", tiny_model)
+    done = run_job(store, settings, "faq", 2, "accelerate")
+    version = ok(client.get(f"/v1/projects/faq/versions/{done['result']['version']}"))
+    assert version["config"]["launch"] == {
+        "nproc": 2,
+        "launcher": "accelerate",
+        "world_size": 2,
+        "backend": "gloo",
+    }
+    stamp = json.loads((Path(version["artifact_uri"]) / "fineloop.json").read_text())
+    assert stamp["trainer"]["world_size"] == 2 and stamp["trainer"]["global_step"] > 0
+    assert any(line.startswith("training on 2 processes (accelerate)") for line in done["lines"])
 
 
 def test_a_job_asks_for_its_processes_and_bad_values_are_refused_before_it_exists(
