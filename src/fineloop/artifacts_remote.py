@@ -62,8 +62,16 @@ def upload(settings: Settings, scratch: Path, final: str) -> str:
     if read_marker(fs, path) is not None:
         shutil.rmtree(scratch, ignore_errors=True)
         return final
-    files = sorted(p for p in scratch.rglob("*") if p.is_file() and p.name != MARKER)
-    names = [p.relative_to(scratch).as_posix() for p in files]
+    marker = put_folder(fs, scratch, path)
+    (scratch / MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True))
+    _settle(scratch, cache_dir(settings, final, marker))
+    return final
+
+
+def put_folder(fs: Any, folder: Path, path: str) -> dict[str, Any]:
+    """Upload every file of `folder` to `path`, then the marker listing them; the marker."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MARKER)
+    names = [p.relative_to(folder).as_posix() for p in files]
     marker = {
         "upload": uuid.uuid4().hex,
         "created_at": datetime.now(UTC).isoformat(),
@@ -71,11 +79,21 @@ def upload(settings: Settings, scratch: Path, final: str) -> str:
     }
     if files:
         fs.put([str(p) for p in files], [f"{path}/{name}" for name in names])
-    text = json.dumps(marker, indent=1, sort_keys=True)
-    fs.pipe_file(f"{path}/{MARKER}", text.encode())
-    (scratch / MARKER).write_text(text)
-    _settle(scratch, cache_dir(settings, final, marker))
-    return final
+    fs.pipe_file(f"{path}/{MARKER}", json.dumps(marker, indent=1, sort_keys=True).encode())
+    return marker
+
+
+def get_folder(fs: Any, path: str, marker: dict[str, Any], folder: Path) -> None:
+    """Download the files a marker lists into `folder`, checking every size."""
+    names = sorted(marker["files"])
+    for name in names:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+    if names:
+        fs.get([f"{path}/{name}" for name in names], [str(folder / n) for n in names])
+    for name, size in marker["files"].items():
+        got = (folder / name).stat().st_size
+        if got != size:
+            raise NotFound(f"artifact {path!r}: {name} has {got} bytes, expected {size}")
 
 
 def download(settings: Settings, uri: str) -> Path:
@@ -94,15 +112,7 @@ def download(settings: Settings, uri: str) -> Path:
         return target
     partial = target.with_name(f"{target.name}.part-{uuid.uuid4().hex[:8]}")
     try:
-        names = sorted(marker["files"])
-        for name in names:
-            (partial / name).parent.mkdir(parents=True, exist_ok=True)
-        if names:
-            fs.get([f"{path}/{name}" for name in names], [str(partial / n) for n in names])
-        for name, size in marker["files"].items():
-            got = (partial / name).stat().st_size
-            if got != size:
-                raise NotFound(f"artifact {uri!r}: {name} has {got} bytes, expected {size}")
+        get_folder(fs, path, marker, partial)
         (partial / MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True))
         _settle(partial, target)
     finally:

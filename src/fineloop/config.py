@@ -52,6 +52,11 @@ class Settings(BaseSettings):
         "artifacts may take; the least recently used copies beyond it are deleted (never "
         "one used in the last 10 minutes). None keeps every copy.",
     )
+    mirror_checkpoints: bool = Field(
+        default=True,
+        description="With a URL artifact_root: copy a training job's checkpoints there while "
+        "it trains, so a retry on another machine resumes instead of starting over.",
+    )
     train_nproc: int = Field(
         default=1,
         ge=1,

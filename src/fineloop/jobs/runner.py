@@ -25,6 +25,7 @@ from fineloop import artifacts
 from fineloop.config import Settings
 from fineloop.errors import FineloopError
 from fineloop.jobs import store as jobs
+from fineloop.jobs.checkpoint_mirror import delete_mirror
 from fineloop.store import Store
 from fineloop.store.schema import Job, Project
 from fineloop.tasks.base import JobCancelled, ProgressSink
@@ -94,6 +95,10 @@ def clear_scratch(store: Store, settings: Settings, job_id: int) -> None:
     folder = job_folder(settings, project.name, job_id)
     for path in [folder, *folder.parent.glob(f"{folder.name}-*")]:
         shutil.rmtree(path, ignore_errors=True)
+    try:
+        delete_mirror(settings, project.name, job_id)
+    except Exception:  # the store is unreachable: the mirror stays, harmless
+        log.exception("could not delete the checkpoint mirror of job %s", job_id)
 
 
 def sweep_scratch(store: Store, settings: Settings) -> list[int]:

@@ -21,6 +21,7 @@ from fineloop import artifacts
 from fineloop.config import Settings
 from fineloop.jobs import distributed
 from fineloop.jobs import store as jobs
+from fineloop.jobs.checkpoint_mirror import mirrored
 from fineloop.jobs.runner import job_folder
 from fineloop.jobs.sink import Stage
 from fineloop.jobs.training_steps import evaluate_all, gate_decision, snapshot_for
@@ -68,16 +69,17 @@ def run_training(
     scratch = job_folder(settings, project.name, job_id)
     scratch.mkdir(parents=True, exist_ok=True)
     sink.progress(TRAIN[0], f"training from v{champion.number}")
-    trained, ran = distributed.train(
-        task,
-        snapshot.path,
-        artifacts.fetch(settings, champion.artifact_uri),
-        config,
-        scratch,
-        Stage(sink, *TRAIN, "training"),
-        launch=launch,
-        log=distributed.log_path(settings, job_id),
-    )
+    with mirrored(settings, project.name, job_id, scratch, sink):
+        trained, ran = distributed.train(
+            task,
+            snapshot.path,
+            artifacts.fetch(settings, champion.artifact_uri),
+            config,
+            scratch,
+            Stage(sink, *TRAIN, "training"),
+            launch=launch,
+            log=distributed.log_path(settings, job_id),
+        )
     _check(sink)
     candidate = Candidate(
         trained, {"train": config.model_dump(mode="json"), "overrides": overrides, "launch": ran}
