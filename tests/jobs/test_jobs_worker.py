@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from jobs_fixtures import MakeProject, fake_plugin, fake_project
 
 from fineloop import artifacts
-from fineloop.config import Settings
+from fineloop.config import Settings, get_settings
 from fineloop.jobs import store as jobs
 from fineloop.jobs.train import TRAIN as TRAIN_STAGE
-from fineloop.jobs.worker import Worker, worker_name
+from fineloop.jobs.worker import Worker, child_env, worker_name
 from fineloop.registry.versions import list_versions, resolve
 from fineloop.store import Store
 from fineloop.store.projects import get_project
@@ -161,3 +164,25 @@ def test_jobs_left_running_by_a_dead_process_fail_when_a_worker_starts(
     starting.stop()
     job = job_of(store, dead)
     assert job.state == "failed" and "is gone" in (job.error or "")
+
+
+def test_a_jobs_child_process_sees_every_setting_of_its_worker(tmp_path: Path) -> None:
+    """Settings may come from flags or a config file: the child gets them all spelled out."""
+    worker = get_settings(
+        data_dir=tmp_path,
+        artifact_root="memory://bucket/root",
+        artifact_options={"endpoint_url": "http://minio:9000"},
+        artifact_cache_gb=None,
+        mirror_checkpoints=False,
+        train_nproc=3,
+        train_launcher="accelerate",
+        job_stale_seconds=12.5,
+        max_batch_events=77,
+    )
+    script = "from fineloop.config import get_settings; print(get_settings().model_dump_json())"
+    env = child_env(worker) | {"FINELOOP_CONFIG": ""}
+    shown = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    spelled_out = worker.model_copy(update={"database_url": worker.resolved_database_url})
+    assert Settings.model_validate_json(shown.stdout) == spelled_out

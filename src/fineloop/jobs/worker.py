@@ -73,14 +73,18 @@ def child_env(settings: Settings) -> dict[str, str]:
     """This process's environment with the settings spelled out, so the child opens the
     same store and artifact root whatever config file or flags this process was given."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FINELOOP_")}
+    for name, value in settings.model_dump(mode="json").items():
+        if isinstance(value, (dict, list)):
+            text = json.dumps(value)
+        elif value is None:
+            text = "null"
+        else:
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+        env[f"FINELOOP_{name.upper()}"] = text
     env |= {
         "FINELOOP_DATA_DIR": str(Path(settings.data_dir).resolve()),
         "FINELOOP_DATABASE_URL": settings.resolved_database_url,
         "FINELOOP_ARTIFACT_ROOT": settings.resolved_artifact_root,
-        "FINELOOP_SQLITE_SYNCHRONOUS": settings.sqlite_synchronous,
-        "FINELOOP_ARTIFACT_OPTIONS": json.dumps(settings.artifact_options),
-        "FINELOOP_TRAIN_NPROC": str(settings.train_nproc),
-        "FINELOOP_TRAIN_LAUNCHER": settings.train_launcher,
     }
     env.setdefault("TQDM_DISABLE", "1")  # library progress bars would flood the job's log
     return env
