@@ -45,6 +45,13 @@ VALID_BODIES: dict[tuple[str, str], list[dict[str, Any]]] = {
                 "max_attempts": 2,
             }
         },
+        {
+            "serving_policy": {
+                "online_adaptation": True,
+                "adaptation_per_variant": True,
+                "adaptation_min_similarity": 0.6,
+            }
+        },
     ],
     ("PUT", "/v1/projects/faq/items"): [
         {"items": [{"id": "a", "text": "t", "metadata": {"k": "v"}}]}
@@ -97,7 +104,7 @@ VALID_BODIES: dict[tuple[str, str], list[dict[str, Any]]] = {
                 {"name": "champion", "target": "champion", "weight": 0.5},
                 {"name": "challenger", "target": "v1", "weight": 0.5},
             ],
-            "policy": {"min_samples": 10, "alpha": 0.05},
+            "policy": {"min_samples": 10, "alpha": 0.05, "sequential": True, "effect_size": 0.1},
         }
     ],
 }
