@@ -52,9 +52,11 @@ def _print(found: dict[str, Any]) -> None:
     console.print(table)
     for c in found["comparisons"]:
         verdict = f"significant, {c['better']} better" if c["significant"] else "not significant"
+        kind = " sequential" if c.get("sequential") else ""
         console.print(
             f"{c['challenger']} - {c['control']} on {c['metric']}: {_num(c['difference'])} "
-            f"[{_num(c['ci_low'])}, {_num(c['ci_high'])}], p = {_num(c['p_value'])} ({verdict})"
+            f"[{_num(c['ci_low'])}, {_num(c['ci_high'])}],{kind} p = {_num(c['p_value'])} "
+            f"({verdict})"
         )
     for change in found["history"]:
         console.print(

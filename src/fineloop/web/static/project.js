@@ -202,7 +202,8 @@
       return `No comparison yet${needed}.`;
     }
     const ci = typeof c.ci_low === "number" ? ` [${fl.fmt(c.ci_low)}, ${fl.fmt(c.ci_high)}]` : "";
-    let text = `${c.challenger} − ${c.control} on ${c.metric}: ${fl.fmt(c.difference)}${ci}, p = ${fl.fmt(c.p_value)}; `;
+    const kind = c.sequential ? " (sequential)" : "";
+    let text = `${c.challenger} − ${c.control} on ${c.metric}: ${fl.fmt(c.difference)}${ci}, p = ${fl.fmt(c.p_value)}${kind}; `;
     text += c.significant ? `significant: ${c.better} is better` : "no significant difference";
     if (c.enough_samples === false) text += ` (fewer than ${c.min_samples} judged samples per variant so far)`;
     return text;
