@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from jobs_fixtures import MakeProject, fake_plugin, fake_project
 
-from fineloop import artifacts
+from fineloop import artifacts, threads
 from fineloop.config import Settings, get_settings
 from fineloop.jobs import store as jobs
 from fineloop.jobs.train import TRAIN as TRAIN_STAGE
@@ -186,3 +186,20 @@ def test_a_jobs_child_process_sees_every_setting_of_its_worker(tmp_path: Path) -
     )
     spelled_out = worker.model_copy(update={"database_url": worker.resolved_database_url})
     assert Settings.model_validate_json(shown.stdout) == spelled_out
+
+
+def test_training_children_get_openmps_default_wait_policy_back(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Serving makes OpenMP threads passive; a job's child trains with the default."""
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setattr(threads, "_set_here", False)
+    threads.passive_for_serving()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert "OMP_WAIT_POLICY" not in child_env(settings)
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # the user's own choice is kept
+    monkeypatch.setattr(threads, "_set_here", False)
+    threads.passive_for_serving()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+    assert child_env(settings)["OMP_WAIT_POLICY"] == "ACTIVE"

@@ -42,6 +42,7 @@ from fineloop.jobs.runner import (
 from fineloop.jobs.sink import StoreSink
 from fineloop.store import Store
 from fineloop.store.schema import Job
+from fineloop.threads import for_training
 
 log = logging.getLogger("fineloop.worker")
 TAIL_CHARS = 2000
@@ -87,7 +88,7 @@ def child_env(settings: Settings) -> dict[str, str]:
         "FINELOOP_ARTIFACT_ROOT": settings.resolved_artifact_root,
     }
     env.setdefault("TQDM_DISABLE", "1")  # library progress bars would flood the job's log
-    return env
+    return for_training(env)
 
 
 def log_path(settings: Settings, job_id: int) -> Path:

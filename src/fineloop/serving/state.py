@@ -13,7 +13,6 @@ while requests use it. Nothing here imports torch until a model is loaded.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import threading
 import time
@@ -37,6 +36,7 @@ from fineloop.serving.slot import Served, Slot, refit, refit_due
 from fineloop.serving.versions import TASK, ProjectRef, served_version
 from fineloop.store import Store
 from fineloop.tasks import get_task
+from fineloop.threads import passive_for_serving
 
 if TYPE_CHECKING:
     from fineloop.tasks.embedding.predict import EmbeddingPredictor
@@ -54,11 +54,8 @@ log = logging.getLogger("fineloop.serving")
 
 class ServingState:
     def __init__(self, store: Store, settings: Settings) -> None:
-        if "torch" not in sys.modules:
-            # OpenMP threads that spin while they wait turn a busy CPU into 100-500 ms stalls
-            # per query (MiniLM, 2 cores, load 4: p50 109-475 ms spinning, 10.3 ms passive);
-            # read once when torch loads, so only before that. An explicit setting wins.
-            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        if "torch" not in sys.modules:  # see fineloop.threads
+            passive_for_serving()
         self.store = store
         self.settings = settings
         self.background = Background()
