@@ -20,7 +20,7 @@ from fineloop.config import Settings
 from fineloop.jobs import checkpoint_mirror, queue
 from fineloop.jobs import store as jobs
 from fineloop.jobs.checkpoint_mirror import CheckpointMirror, mirror_location
-from fineloop.jobs.runner import Terminated, execute, job_folder
+from fineloop.jobs.runner import Terminated, execute, job_folder, sweep_scratch
 from fineloop.jobs.service import start_training
 from fineloop.jobs.sink import StoreSink
 from fineloop.store import Store
@@ -157,3 +157,32 @@ def test_the_mirror_follows_the_trainers_rotation(settings: Settings, tmp_path: 
     restored = tmp_path / "other" / ".work" / "checkpoints-fp32" / "checkpoint-12"
     assert (restored / "model.safetensors").read_bytes() == bytes([12]) * 100
     assert elsewhere.restore() == []  # a folder with checkpoints of its own is left alone
+
+
+def fake_checkpoint(scratch: Path, step: int) -> None:
+    folder = scratch / ".work" / "checkpoints-fp32" / f"checkpoint-{step}"
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(bytes([step]) * 100)
+    (folder / "trainer_state.json").write_text("{}")
+
+
+def test_a_starting_worker_sweeps_the_mirrors_of_ended_jobs_only(
+    settings: Settings, store: Store, tiny_model: Path, tmp_path: Path
+) -> None:
+    root = f"memory://fl-{uuid.uuid4().hex[:8]}/artifacts"
+    remote = settings.model_copy(update={"artifact_root": root})
+    seed(remote, store, tiny_model)
+    ended = start_training(store, "faq").id
+    with store.write() as session:  # cancelled while queued for its retry
+        jobs.request_cancel(session, ended)
+    waiting = start_training(store, "faq").id
+    mirrors = {}
+    for job_id in (ended, waiting):
+        scratch = tmp_path / f"elsewhere-{job_id}"  # another machine's disk
+        fake_checkpoint(scratch, 4)
+        mirrors[job_id] = CheckpointMirror(remote, "faq", job_id, scratch)
+        assert mirrors[job_id].scan()
+
+    assert sweep_scratch(store, remote) == [ended]
+    assert mirrors[ended].remote() == set()
+    assert mirrors[waiting].remote() == {".work/checkpoints-fp32/checkpoint-4"}

@@ -149,3 +149,22 @@ def delete_mirror(settings: Settings, project: str, job_id: int) -> None:
     fs, path = filesystem(settings, mirror_location(settings, project, job_id))
     with contextlib.suppress(FileNotFoundError):
         fs.rm(path, recursive=True)
+
+
+def mirrors(settings: Settings) -> dict[int, list[str]]:
+    """Job id -> the locations of its mirrors in the store (none on a local root): what a
+    starting worker sweeps for jobs that ended without the runner (e.g. a queued retry that
+    was cancelled)."""
+    configured = settings.resolved_artifact_root
+    if not artifacts.is_remote(configured):
+        return {}
+    from fineloop.artifacts_remote import filesystem
+
+    fs, path = filesystem(settings, configured)
+    found: dict[int, list[str]] = {}
+    for entry in fs.glob(f"{path}/*/tmp/job*"):
+        digits = str(entry).rstrip("/").rsplit("/", 1)[-1][3:]
+        if digits.isdigit():
+            project = str(entry).rstrip("/").rsplit("/", 3)[-3]
+            found.setdefault(int(digits), []).append(project)
+    return found

@@ -25,7 +25,7 @@ from fineloop import artifacts
 from fineloop.config import Settings
 from fineloop.errors import FineloopError
 from fineloop.jobs import store as jobs
-from fineloop.jobs.checkpoint_mirror import delete_mirror
+from fineloop.jobs.checkpoint_mirror import delete_mirror, mirrors
 from fineloop.store import Store
 from fineloop.store.schema import Job, Project
 from fineloop.tasks.base import JobCancelled, ProgressSink
@@ -102,22 +102,34 @@ def clear_scratch(store: Store, settings: Settings, job_id: int) -> None:
 
 
 def sweep_scratch(store: Store, settings: Settings) -> list[int]:
-    """Clear the scratch folders of every job that has ended (a job cancelled while
-    queued for a retry leaves its checkpoints behind); returns those jobs' ids."""
+    """Clear the scratch folders, and on a URL root the checkpoint mirrors, of every job
+    that has ended (a job cancelled while queued for a retry leaves them behind); returns
+    those jobs' ids."""
     found: dict[int, list[Path]] = {}
     for path in artifacts.root(settings).glob("*/tmp/job*"):
         digits = path.name[3:].partition("-")[0]
         if digits.isdigit():
             found.setdefault(int(digits), []).append(path)
-    if not found:
+    try:
+        mirrored = mirrors(settings)
+    except Exception:  # the store is unreachable: sweep it another time
+        log.exception("could not list the checkpoint mirrors")
+        mirrored = {}
+    candidates = set(found) | set(mirrored)
+    if not candidates:
         return []
     with store.read() as session:
-        active = select(Job.id).where(Job.id.in_(found), Job.state.in_(jobs.ACTIVE))
+        active = select(Job.id).where(Job.id.in_(candidates), Job.state.in_(jobs.ACTIVE))
         keep = set(session.scalars(active))
-    ended = sorted(set(found) - keep)
+    ended = sorted(candidates - keep)
     for job_id in ended:
-        for path in found[job_id]:
+        for path in found.get(job_id, []):
             shutil.rmtree(path, ignore_errors=True)
+        for project in mirrored.get(job_id, []):
+            try:
+                delete_mirror(settings, project, job_id)
+            except Exception:
+                log.exception("could not delete the checkpoint mirror of job %s", job_id)
     return ended
 
 
