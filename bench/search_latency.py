@@ -22,6 +22,8 @@ temp folder, removed at the end.
 
     .venv/bin/python bench/search_latency.py            # ~12 min on 2 cores (two 100k builds)
     .venv/bin/python bench/search_latency.py --quick    # 10,000 items, 200 queries
+    .venv/bin/python bench/search_latency.py --quick --server-env FINELOOP_SERVING_THREADS=1 \
+        --out search_latency_quick_serving_threads          # a server setting, its own file
 """
 
 from __future__ import annotations
@@ -61,10 +63,28 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--queries", type=int, default=600, help="Measured queries per side.")
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--quick", action="store_true", help="10,000 items, 200 queries.")
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="An environment variable for the server (repeatable), e.g. OMP_NUM_THREADS=1.",
+    )
+    parser.add_argument(
+        "--out", default="search_latency", help="Results file name in bench/results/."
+    )
     args = parser.parse_args()
     if args.quick:
         args.items, args.queries, args.warmup = 10_000, 200, 20
     return args
+
+
+def server_env(args: argparse.Namespace) -> dict[str, str]:
+    pairs = [entry.partition("=") for entry in args.server_env]
+    bad = [key for key, sign, _ in pairs if not key or not sign]
+    if bad:
+        raise SystemExit(f"--server-env takes KEY=VALUE; got {args.server_env}")
+    return {key: value for key, _, value in pairs}
 
 
 def banking_messages() -> list[str]:
@@ -158,7 +178,7 @@ def main() -> None:
     print(f"plain: embedding {len(items):,} items in-process ...", flush=True)
     plain = Plain([item["text"] for item in items])
     print(f"plain: built in {plain.build_s:.0f}s", flush=True)
-    with running_server() as server, Client(server.url, timeout=1800) as client:
+    with running_server(env=server_env(args)) as server, Client(server.url, timeout=1800) as client:
         client.create_project("tickets", "embedding", base_model=minilm_path())
         started = time.perf_counter()
         client.upsert_items("tickets", items)
@@ -235,7 +255,7 @@ def report(
         ],
     )
     path = write_results(
-        "search_latency",
+        args.out,
         {
             "benchmark": "search_latency",
             "when": datetime.now(UTC).isoformat(timespec="seconds"),

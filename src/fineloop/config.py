@@ -57,6 +57,14 @@ class Settings(BaseSettings):
         description="With a URL artifact_root: copy a training job's checkpoints there while "
         "it trains, so a retry on another machine resumes instead of starting over.",
     )
+    serving_threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="Torch threads of the serving process (query encoding, index builds); "
+        "none = torch's default (one per core). 1 halves query latency when the server "
+        "shares a small machine with its clients; job processes are not affected.",
+    )
     train_nproc: int = Field(
         default=1,
         ge=1,

@@ -5,6 +5,11 @@ load 4: p50 109-475 ms spinning, 10.3 ms passive), so the server makes them slee
 policy is read once, when torch loads, so it must be set before that. Training wants the
 opposite: passive threads made MiniLM training 16% slower here, so the processes a job
 runs in get the default back, unless the user chose a policy.
+
+`serving_threads` caps torch's intra-op threads in the serving process only. On 2 cores
+shared with the clients, one thread answered 10,000-item searches in 18.2 ms p50 instead of
+29.7 ms (`bench/search_latency.py --quick`); on a quiet machine two threads encode a query
+faster (9.5 vs 12.7 ms), hence not the default. Job processes read their own settings.
 """
 
 from __future__ import annotations
@@ -28,3 +33,13 @@ def for_training(env: dict[str, str]) -> dict[str, str]:
     if _set_here:
         env.pop(VARIABLE, None)
     return env
+
+
+def limit_threads(threads: int | None) -> None:
+    """Cap torch's intra-op threads in the calling thread (imports torch when given)."""
+    if threads is None:
+        return
+    import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)

@@ -129,6 +129,7 @@ class ServingState:
                 f"cannot load the model of {version.label} from {version.artifact_uri!r}: {reason}",
                 field="version",
             ) from error
+        loaded.threads = self.settings.serving_threads
         if loaded.bf16_agrees():  # measured to match fp32 (cosine >= 0.9999), faster
             loaded.precision = "bf16"
         with self._lock:

@@ -11,6 +11,10 @@ fp32 ones is >= 0.99995 on 1,000 StackFAQ queries and answers (min 0.999955, mea
 fast. `precision="auto"` turns it on only where the device supports bf16 *and* a probe
 batch agrees with fp32 to a cosine of at least `BF16_MIN_COSINE`; the default is fp32
 (serving asks for "auto").
+
+`threads` caps torch's threads in whichever thread encodes: torch (OpenMP) keeps the count
+per OS thread, so a cap set once in another thread would miss request threads that already
+ran torch.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+
+from fineloop.threads import limit_threads
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -64,6 +70,7 @@ class EmbeddingPredictor:
             raise ValueError(f"{model_path} declares no embedding dimension")
         self.dimension: int = int(dimension)
         self._lock = threading.Lock()
+        self.threads: int | None = None
         self.precision: Literal["fp32", "bf16"] = "fp32"
         if precision == "bf16" or (precision == "auto" and self.bf16_agrees()):
             self.precision = "bf16"
@@ -73,6 +80,7 @@ class EmbeddingPredictor:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         with self._lock:
+            limit_threads(self.threads)
             return self._encode(list(texts), batch_size, self.precision)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
