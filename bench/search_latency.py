@@ -6,11 +6,13 @@ StackFAQ question ("... Related: how do I ..."), 100,000 distinct pairs drawn wi
 seed, ids `item-000000`..., a small metadata dict. Queries are Banking77 test messages and
 StackFAQ test paraphrases (distinct, never items).
 
-- fineloop: `fineloop serve` (SQLite, default settings), items upserted through the SDK,
-  then the first search builds the index (embeds every item; its time is reported as the
-  index build), then sequential `search` calls (k = 10) through the SDK over keep-alive
-  HTTP: each one embeds the query, searches the index, applies calibration (and adaptation,
-  with no feedback here) and logs the interaction in the store.
+- fineloop: `fineloop serve` (SQLite, default settings: queries and items are encoded on
+  ONNX Runtime, the model's exported graph, which matched torch's vectors on the probe
+  batch; `--server-env FINELOOP_SERVING_BACKEND=torch` measures torch), items upserted
+  through the SDK, then the first search builds the index (embeds every item; its time
+  is reported as the index build), then sequential `search` calls (k = 10) through the
+  SDK over keep-alive HTTP: each one embeds the query, searches the index, applies
+  calibration (and adaptation, with no feedback here) and logs the interaction.
 - plain: in this process, the same MiniLM (`SentenceTransformer.encode`, normalized) and a
   FAISS exact inner-product index (`IndexFlatIP`, what fineloop's two-stage index returns)
   over the same items, embedded here too (its build time reported alongside).

@@ -167,6 +167,9 @@ class Catalog:
                 self._store([r for r, _ in cached], np.stack([v for _, v in cached]))
             fresh = [r for r, v in zip(fresh, found, strict=True) if v is None]
         self.dirty = self.dirty or bool(fresh)
+        # longest first across all chunks, as sentence-transformers sorts one call's texts:
+        # each batch then pads to texts of about its own length
+        fresh.sort(key=lambda r: -len(r.text))
         for start in range(0, len(fresh), _ENCODE_CHUNK):
             chunk = fresh[start : start + _ENCODE_CHUNK]
             vectors = self.encoder.encode([r.text for r in chunk], batch_size=64)

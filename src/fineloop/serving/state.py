@@ -123,15 +123,16 @@ class ServingState:
         try:
             local = artifacts.fetch(self.settings, version.artifact_uri)  # URL root: cached
             loaded: EmbeddingPredictor = get_task(TASK).load(local)
+            loaded.threads = self.settings.serving_threads
+            loaded.prepare_for_serving(
+                self.settings.serving_backend, self.settings.data_dir / "onnx"
+            )
         except Exception as error:  # a missing folder, a hub id without a hub, a bad file
             reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
             raise Invalid(
                 f"cannot load the model of {version.label} from {version.artifact_uri!r}: {reason}",
                 field="version",
             ) from error
-        loaded.threads = self.settings.serving_threads
-        if loaded.bf16_agrees():  # measured to match fp32 (cosine >= 0.9999), faster
-            loaded.precision = "bf16"
         with self._lock:
             self._predictors[version.id] = loaded
             while len(self._predictors) > MAX_PREDICTORS:

@@ -14,14 +14,20 @@ batch agrees with fp32 to a cosine of at least `BF16_MIN_COSINE`; the default is
 
 `threads` caps torch's threads in whichever thread encodes: torch (OpenMP) keeps the count
 per OS thread, so a cap set once in another thread would miss request threads that already
-ran torch.
+ran torch. It also sizes ONNX Runtime's pool.
+
+ONNX: `prepare_for_serving` moves encoding to ONNX Runtime (`onnx_encoder`) when the
+exported graph gives torch's vectors on the probe batch (cosine >= `ONNX_MIN_COSINE`);
+MiniLM agrees to 0.9999999 and encodes a query about 3x faster on this CPU.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 from contextlib import nullcontext
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -31,8 +37,13 @@ from fineloop.threads import limit_threads
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
+    from fineloop.tasks.embedding.onnx_encoder import OnnxEncoder
+
 Precision = Literal["fp32", "bf16", "auto"]
+Backend = Literal["auto", "onnx", "torch"]
 BF16_MIN_COSINE = 0.9999
+ONNX_MIN_COSINE = 0.9999
+log = logging.getLogger("fineloop.serving")
 _PROBE = [
     "How do I reset my password?",
     "The invoice for last month's payment is missing from the billing page.",
@@ -72,6 +83,7 @@ class EmbeddingPredictor:
         self._lock = threading.Lock()
         self.threads: int | None = None
         self.precision: Literal["fp32", "bf16"] = "fp32"
+        self.onnx: OnnxEncoder | None = None
         if precision == "bf16" or (precision == "auto" and self.bf16_agrees()):
             self.precision = "bf16"
 
@@ -81,7 +93,47 @@ class EmbeddingPredictor:
             return np.zeros((0, self.dimension), dtype=np.float32)
         with self._lock:
             limit_threads(self.threads)
+            if self.onnx is not None:
+                return self.onnx.encode(list(texts), batch_size)
             return self._encode(list(texts), batch_size, self.precision)
+
+    @property
+    def backend(self) -> str:
+        """How `encode` runs: "onnx", "torch-fp32" or "torch-bf16"."""
+        return "onnx" if self.onnx is not None else f"torch-{self.precision}"
+
+    def prepare_for_serving(self, backend: Backend, cache_root: Path) -> str:
+        """Switch to the fastest encoding that gives this model's own vectors: ONNX Runtime
+        when its graph agrees with torch (unless `backend` is "torch"), else bf16 autocast
+        when that agrees. "onnx" makes a graph that cannot be used an error."""
+        if backend != "torch":
+            try:
+                self.onnx = self._onnx_agreeing(cache_root)
+            except Exception as error:  # no onnxruntime, a module the tracer cannot follow
+                if backend == "onnx":
+                    raise
+                reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                log.info("%s encodes with torch: no ONNX graph (%s)", self.model_id, reason)
+        if self.onnx is None and self.bf16_agrees():
+            self.precision = "bf16"
+        log.info("%s encodes with %s", self.model_id, self.backend)
+        return self.backend
+
+    def _onnx_agreeing(self, cache_root: Path) -> OnnxEncoder:
+        from fineloop.tasks.embedding.onnx_encoder import OnnxEncoder
+
+        if not Path(self.model_id).is_dir():
+            raise ValueError("the model is not a local folder")
+        encoder = OnnxEncoder.export(self.model, self.model_id, cache_root, self.threads)
+        agreement = float(
+            np.min(np.sum(self._encode(_PROBE, 8, "fp32") * encoder.encode(_PROBE, 8), axis=1))
+        )
+        if agreement < ONNX_MIN_COSINE:
+            raise ValueError(
+                f"the ONNX graph {encoder.graph} agrees with torch only to a cosine of "
+                f"{agreement:.6f} (needs {ONNX_MIN_COSINE})"
+            )
+        return encoder
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens the model reads per text: special tokens included, truncation applied."""
