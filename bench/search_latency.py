@@ -22,7 +22,7 @@ so both sides see the same machine load; p50/p99 over all measured queries, rate
 queries / summed latency. Nothing is cached between runs: the server's data dir is a fresh
 temp folder, removed at the end.
 
-    .venv/bin/python bench/search_latency.py            # ~12 min on 2 cores (two 100k builds)
+    .venv/bin/python bench/search_latency.py            # 15-40 min on 2 cores (two 100k builds)
     .venv/bin/python bench/search_latency.py --quick    # 10,000 items, 200 queries
     .venv/bin/python bench/search_latency.py --quick --server-env FINELOOP_SERVING_THREADS=1 \
         --out search_latency_quick_serving_threads          # a server setting, its own file
