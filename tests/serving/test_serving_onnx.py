@@ -143,3 +143,21 @@ def test_serving_backend_takes_only_known_values(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="serving_backend"):
         get_settings(data_dir=tmp_path, serving_backend="tensorrt")
     assert get_settings(data_dir=tmp_path).serving_backend == "auto"
+
+
+def test_a_required_onnx_graph_that_cannot_serve_is_a_4xx_naming_the_model(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(predict, "ONNX_MIN_COSINE", 1.5)  # no graph can agree this well
+    settings = get_settings(data_dir=tmp_path / "data", serving_backend="onnx")
+    store = Store.open(settings)
+    with TestClient(create_app(settings, store), raise_server_exceptions=False) as client:
+        project = {"name": "shop", "task": "embedding", "base_model": str(tiny_model)}
+        assert client.post("/v1/projects", json=project).status_code == 201
+        client.put("/v1/projects/shop/items", json={"items": items(CATALOG)})
+        response = client.post("/v1/projects/shop/search", json={"query": "wall", "k": 3})
+    store.close()
+
+    assert response.status_code == 422, response.text
+    assert "cannot load the model" in response.text
+    assert "agrees with torch only to a cosine of" in response.text
