@@ -32,7 +32,7 @@ def minilm_path() -> str:
 
 def bf16_default() -> bool:
     """What fineloop's precision "auto" resolves to on this machine."""
-    from fineloop.tasks.embedding.fit import supports_bf16
+    from fineloop.runtime import supports_bf16
 
     return supports_bf16()
 

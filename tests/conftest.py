@@ -31,6 +31,14 @@ POSTGRES_ADMIN_URL = os.environ.get("FINELOOP_TEST_POSTGRES", "")
 REPO = Path(__file__).resolve().parents[1]
 # The shared datasets sit beside the repository; FINELOOP_TEST_DATASETS points elsewhere.
 DATASETS = Path(os.environ.get("FINELOOP_TEST_DATASETS") or REPO.parent / "shared" / "datasets")
+# The test task families (tests/jobs/jobs_fake_task.py) are installed the way any plugin
+# is: a dist-info folder with `fineloop.tasks` entry points on the path, here and in the
+# child processes tests start (workers, servers, training jobs).
+PLUGIN_PATHS = [str(REPO / "tests" / "plugins"), str(REPO / "tests" / "jobs")]
+sys.path[:0] = [path for path in PLUGIN_PATHS if path not in sys.path]
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [*PLUGIN_PATHS, *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
+)
 
 
 @pytest.fixture(autouse=True)

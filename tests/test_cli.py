@@ -62,7 +62,7 @@ def test_project_create_list_show(run: Run) -> None:
     assert "created project faq (embedding)" in ok(
         run("project", "create", "faq", "--rating-min", "0", "--rating-max", "10")
     )
-    ok(run("project", "create", "chat", "--task", "generation", "--base-model", "gpt2"))
+    ok(run("project", "create", "chat", "--task", "fake", "--base-model", "gpt2"))
     listed = ok(run("project", "list"))
     assert "faq" in listed and "chat" in listed and "gpt2" in listed
     shown = json.loads(run("project", "show", "faq").stdout)

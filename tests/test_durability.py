@@ -34,7 +34,7 @@ def _post_everything(url: str) -> dict[str, int]:
     """Post one event and one batch; return the acknowledged id of each idempotency key."""
     base = f"{url}/v1/projects/durable"
     with httpx.Client(timeout=30) as http:
-        created = http.post(f"{url}/v1/projects", json={"name": "durable", "task": "generation"})
+        created = http.post(f"{url}/v1/projects", json={"name": "durable", "task": "fake"})
         assert created.status_code == 201, created.text
         response = http.post(
             f"{base}/interactions", json={"id": "chat-1", "input": "hi", "output": "hello"}

@@ -59,7 +59,7 @@ def thumbs(count: int, **extra: Any) -> list[dict[str, Any]]:
 def test_projects_are_created_listed_fetched_and_updated(sdk: Client) -> None:
     assert sdk.health()["status"] == "ok"
     created = sdk.create_project(
-        "support", "generation", description="helpdesk", reward_policy={"thumb_down": -0.5}
+        "support", "fake", description="helpdesk", reward_policy={"thumb_down": -0.5}
     )
     assert created["reward_policy"]["thumb_down"] == -0.5
     sdk.create_project("faq", "embedding")
@@ -236,7 +236,7 @@ def test_files_are_imported_and_exported(sdk: Client, faq: str, tmp_path: Path) 
 
 
 def test_open_assistant_trees_import_as_interactions_and_feedback(sdk: Client) -> None:
-    sdk.create_project("assistant", "generation")
+    sdk.create_project("assistant", "fake")
     trees = DATASETS / "oasst-en100" / "en_100_tree.jsonl"
     interactions, feedback = sdk.import_file("assistant", "feedback", trees, format="oasst")
     assert interactions["resource"] == "interactions" and interactions["rows"] > 100

@@ -9,13 +9,24 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
 
 from fineloop.feedback.events import FeedbackEvent
 from fineloop.feedback.rewards import RewardPolicy
 from fineloop.policies import ServingPolicy, TrainingPolicy
 
-TaskName = Literal["embedding", "generation", "ner"]
+
+def _installed_task(name: str) -> str:
+    from fineloop.tasks import available
+
+    if name not in available():
+        known = ", ".join(sorted(available())) or "none"
+        raise ValueError(f"no task {name!r} is installed (installed: {known})")
+    return name
+
+
+# Any family installed under the `fineloop.tasks` entry points, plugins included.
+TaskName = Annotated[str, Field(max_length=32), AfterValidator(_installed_task)]
 ProjectName = Annotated[
     str,
     Field(

@@ -19,12 +19,15 @@ from sqlalchemy.orm import Session
 
 from fineloop import artifacts
 from fineloop.config import Settings
+from fineloop.data import read_project
 from fineloop.errors import Invalid, NotFound
+from fineloop.registry.bootstrap import base_model_of
+from fineloop.registry.versions import CHAMPION, resolve
 from fineloop.store import Store
 from fineloop.store.projects import get_project, training_policy_of
 from fineloop.store.schema import Project, Snapshot
 from fineloop.tasks import get_task
-from fineloop.tasks.base import BuiltSnapshot
+from fineloop.tasks.base import BuiltSnapshot, Task
 
 _MIN_PREFIX = 8
 
@@ -116,18 +119,24 @@ def build_and_publish(
     **options: Any,
 ) -> Snapshot:
     """Build the project's snapshot through its task in a scratch folder, move it into
-    place, record it. `options` go to the task's builder (embedding: `config`,
-    `model_path`). `seed` defaults to the project's training policy seed. An identical
-    snapshot built before is reused: its folder and row stay as they are.
+    place, record it. The task gets the project's records from the shared reader and the
+    model now serving (`model_path`, unless given: the champion, else the base model);
+    `options` go to its builder (embedding: `config`). `seed` defaults to the project's
+    training policy seed. An identical snapshot built before is reused: its folder and row
+    stay as they are.
     """
     with store.read() as session:
         project = get_project(session, project_name)
-    task = get_task(project.task)
+        task = get_task(project.task)
+        current = _serving_model(session, project, task)
     if seed is None:
         seed = training_policy_of(project).seed
+    if options.get("model_path") is None:
+        options["model_path"] = artifacts.fetch(settings, current)  # a local path
+    data = read_project(store, project)
     scratch = artifacts.scratch_dir(settings, project_name, label)
     try:
-        built = task.build(store, settings, project, scratch, seed=seed, **options)
+        built = task.build(data, settings, scratch, seed=seed, **options)
         final = artifacts.publish(
             settings, scratch, artifacts.snapshot_location(settings, project_name, built.id)
         )
@@ -136,6 +145,14 @@ def build_and_publish(
     with store.write() as session:
         row = record_snapshot(session, get_project(session, project_name), built, final)
     return row
+
+
+def _serving_model(session: Session, project: Project, task: Task) -> str:
+    """The champion's artifact, or the base model before anything was registered."""
+    try:
+        return resolve(session, project, CHAMPION).artifact_uri
+    except NotFound:
+        return base_model_of(project, task)
 
 
 def built_snapshot(row: Snapshot, settings: Settings | None = None) -> BuiltSnapshot:

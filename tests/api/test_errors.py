@@ -127,7 +127,7 @@ def test_feedback_on_an_unknown_interaction_is_422(client: TestClient, project: 
 def test_an_interaction_of_another_project_is_unknown_here(
     client: TestClient, project: str
 ) -> None:
-    client.post("/v1/projects", json={"name": "other", "task": "generation"})
+    client.post("/v1/projects", json={"name": "other", "task": "fake"})
     client.post("/v1/projects/other/interactions", json={"id": "theirs", "input": 1, "output": 2})
 
     response = client.post(

@@ -184,7 +184,7 @@ def test_a_batch_retried_as_a_whole_stores_nothing_new(
 
 
 def test_idempotency_keys_are_per_project(client: TestClient, store: Store, project: str) -> None:
-    client.post("/v1/projects", json={"name": "other", "task": "generation"})
+    client.post("/v1/projects", json={"name": "other", "task": "fake"})
     event = {"kind": "thumb", "value": "up", "input": "q", "idempotency_key": "same"}
 
     mine = send(client, project, event)

@@ -149,7 +149,7 @@ def test_a_batch_returns_ids_in_order_and_lists_back(
 def test_interaction_ids_are_scoped_to_their_project(
     client: TestClient, store: Store, project: str
 ) -> None:
-    client.post("/v1/projects", json={"name": "other", "task": "generation"})
+    client.post("/v1/projects", json={"name": "other", "task": "fake"})
     client.post("/v1/projects/other/interactions", json={"id": "shared", "input": 1, "output": 2})
 
     response = client.post(
@@ -164,7 +164,7 @@ def test_interaction_ids_are_scoped_to_their_project(
 
 
 def test_feedback_on_a_shared_id_lands_in_its_own_project(client: TestClient, project: str) -> None:
-    client.post("/v1/projects", json={"name": "other", "task": "generation"})
+    client.post("/v1/projects", json={"name": "other", "task": "fake"})
     for name in (project, "other"):
         client.post(
             f"/v1/projects/{name}/interactions", json={"id": "shared", "input": 1, "output": 2}

@@ -30,7 +30,7 @@ VALID_BODIES: dict[tuple[str, str], list[dict[str, Any]]] = {
     ("POST", "/v1/projects"): [
         {
             "name": "new",
-            "task": "generation",
+            "task": "fake",
             "base_model": "m",
             "description": "d",
             "reward_policy": {"thumb_up": 0.5, "rating_scale": {"min": 0, "max": 10}},

@@ -18,14 +18,14 @@ def stored_rewards(store: Store) -> dict[int, float]:
 def test_create_returns_the_project_with_the_default_reward_policy(client: TestClient) -> None:
     response = client.post(
         "/v1/projects",
-        json={"name": "support-bot", "task": "generation", "description": "Answers tickets"},
+        json={"name": "support-bot", "task": "fake", "description": "Answers tickets"},
     )
 
     assert response.status_code == 201
     body = response.json()
     assert (body["name"], body["task"], body["description"]) == (
         "support-bot",
-        "generation",
+        "fake",
         "Answers tickets",
     )
     assert body["base_model"] is None
@@ -35,14 +35,14 @@ def test_create_returns_the_project_with_the_default_reward_policy(client: TestC
 
 
 def test_projects_are_listed_by_name_and_fetched_one_by_one(client: TestClient) -> None:
-    for name, task in [("search", "embedding"), ("chat", "generation"), ("entities", "ner")]:
+    for name, task in [("search", "embedding"), ("chat", "fake"), ("entities", "fake-loss")]:
         assert client.post("/v1/projects", json={"name": name, "task": task}).status_code == 201
 
     listed = client.get("/v1/projects").json()
     one = client.get("/v1/projects/entities").json()
 
     assert [p["name"] for p in listed] == ["chat", "entities", "search"]
-    assert one["task"] == "ner"
+    assert one["task"] == "fake-loss"
 
 
 def test_unknown_project_is_404(client: TestClient) -> None:
@@ -67,7 +67,7 @@ def test_patch_changes_only_the_fields_sent(client: TestClient, project: str) ->
 def test_a_second_project_with_the_same_name_is_a_conflict(
     client: TestClient, project: str
 ) -> None:
-    response = client.post("/v1/projects", json={"name": project, "task": "generation"})
+    response = client.post("/v1/projects", json={"name": project, "task": "fake"})
 
     assert response.status_code == 409
     assert response.json()["error"] == "conflict"

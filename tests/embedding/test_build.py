@@ -17,6 +17,7 @@ from datasets import load_from_disk
 
 from fineloop import artifacts
 from fineloop.config import Settings
+from fineloop.data import read_project
 from fineloop.errors import Invalid, NotFound
 from fineloop.feedback.events import EventEnvelope, LabelEvent, SelectionEvent, ThumbEvent
 from fineloop.feedback.rewards import RewardPolicy
@@ -78,11 +79,8 @@ def label(query: str, *items: str, group: str | None = None, **extra: Any) -> La
 def build(
     store: Store, settings: Settings, out: Path, config: BuildConfig = NO_MINING, **kw: Any
 ) -> BuiltSnapshot:
-    with store.read() as session:
-        project = get_project(session, "faq")
-    return build_snapshot(
-        store, settings, project, out, seed=kw.pop("seed", 13), config=config, **kw
-    )
+    data = read_project(store, "faq")
+    return build_snapshot(data, settings, out, seed=kw.pop("seed", 13), config=config, **kw)
 
 
 def rows_of(built: BuiltSnapshot) -> list[dict[str, Any]]:

@@ -8,13 +8,14 @@ from pathlib import Path
 from datasets import load_from_disk
 
 from fineloop.config import Settings
+from fineloop.data import read_project
+from fineloop.data.splits import QueryGroups, assign_splits, normalize_query
 from fineloop.feedback.events import LabelEvent
 from fineloop.operations import store_feedback, store_items
 from fineloop.schemas import ItemIn, ProjectCreate
 from fineloop.store import Store
-from fineloop.store.projects import create_project, get_project
+from fineloop.store.projects import create_project
 from fineloop.tasks.embedding.build import BuildConfig, build_snapshot
-from fineloop.tasks.embedding.splits import QueryGroups, assign_splits, normalize_query
 
 TOPICS = ["password", "email", "card", "refund", "invoice", "plan", "team", "data", "door", "wall"]
 WORDINGS = ["how do i fix my {}", "{} problem", "help with the {} please"]
@@ -63,10 +64,8 @@ def test_a_group_keeps_its_split_as_groups_are_added() -> None:
 
 def _build(store: Store, settings: Settings, out: Path, seed: int) -> dict[str, str]:
     """query_group → split, checking on the way that no group spans two splits."""
-    with store.read() as session:
-        project = get_project(session, "faq")
     config = BuildConfig(mine_negatives=False)
-    built = build_snapshot(store, settings, project, out, seed=seed, config=config)
+    built = build_snapshot(read_project(store, "faq"), settings, out, seed=seed, config=config)
     pairs = load_from_disk(str(out / "pairs"))
     seen: dict[str, set[str]] = defaultdict(set)
     for name in pairs:

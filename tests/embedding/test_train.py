@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from fineloop.errors import Invalid
+from fineloop.runtime import supports_bf16
 from fineloop.tasks import get_task
 from fineloop.tasks.base import JobCancelled, NullSink
 from fineloop.tasks.embedding import EmbeddingTask, EmbeddingTrainConfig
 from fineloop.tasks.embedding.evaluate import evaluate
-from fineloop.tasks.embedding.fit import supports_bf16
 from fineloop.tasks.embedding.losses import available_losses, get_loss
 from handmade_snapshot import write_snapshot
 

@@ -110,7 +110,7 @@ def test_an_empty_project_has_zero_counts_and_no_mean(client: TestClient, projec
 
 
 def test_stats_count_only_the_projects_own_feedback(client: TestClient, six_events: str) -> None:
-    client.post("/v1/projects", json={"name": "other", "task": "generation"})
+    client.post("/v1/projects", json={"name": "other", "task": "fake"})
     client.post("/v1/projects/other/feedback", json={"kind": "thumb", "value": "up", "input": "q"})
 
     assert stats(client, six_events)["total"] == 6

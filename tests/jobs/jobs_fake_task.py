@@ -14,13 +14,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
 
 from fineloop.config import Settings
+from fineloop.data import ProjectData
+from fineloop.data.hashing import content_hash
 from fineloop.errors import Invalid
-from fineloop.store import Store
-from fineloop.store.schema import Feedback, Project
 from fineloop.tasks.base import BuiltSnapshot, Evaluation, ProgressSink
 
 MIN_EXAMPLES = 6
@@ -52,6 +52,7 @@ def _offset(query: str) -> float:
 class FakeTask:
     name = "fake"
     primary_metric = "score"
+    greater_is_better = True
 
     def default_base_model(self) -> str:
         raise Invalid("the fake task needs an explicit base model", field="base_model")
@@ -62,33 +63,26 @@ class FakeTask:
         except ValueError as error:
             raise Invalid(f"train: {error}", field="train") from None
 
-    def check_trainable(self, store: Store, project: Project) -> None:
+    def search_space(self) -> dict[str, dict[str, Any]]:
+        return {}  # no default: a search must name what it tunes
+
+    def check_trainable(self, data: ProjectData) -> None:
         """The cheap count the API asks for before it queues a job."""
-        with store.read() as session:
-            rows = session.scalars(
-                select(Feedback.payload).where(
-                    Feedback.project_id == project.id, Feedback.kind == "label"
-                )
-            ).all()
-        have = sum(len(payload.get("items") or []) for payload in rows)
+        have = len(_examples(data))
         if have < MIN_EXAMPLES:
             raise Invalid(f"training needs at least {MIN_EXAMPLES} labelled examples, has {have}")
 
     def build(
-        self, store: Store, settings: Settings, project: Project, out_dir: Path, *, seed: int
+        self,
+        data: ProjectData,
+        settings: Settings,
+        out_dir: Path,
+        *,
+        seed: int,
+        model_path: str | None = None,
     ) -> BuiltSnapshot:
         """Each label event with `items` is an example; every third query is held out."""
-        with store.read() as session:
-            rows = session.execute(
-                select(Feedback.id, Feedback.input, Feedback.payload)
-                .where(Feedback.project_id == project.id, Feedback.kind == "label")
-                .order_by(Feedback.id)
-            ).all()
-        examples = [
-            {"query": str(row.input), "item": item, "feedback_id": row.id}
-            for row in rows
-            for item in row.payload.get("items") or []
-        ]
+        examples = _examples(data)
         if len(examples) < MIN_EXAMPLES:
             raise Invalid(
                 f"training needs at least {MIN_EXAMPLES} labelled examples, has {len(examples)}"
@@ -96,17 +90,17 @@ class FakeTask:
         splits: dict[str, list[dict[str, Any]]] = {"train": [], "validation": [], "test": []}
         for index, example in enumerate(examples):
             splits[("train", "validation", "test")[(index + seed) % 3]].append(example)
-        content = json.dumps({"project": project.name, "seed": seed, "splits": splits})
-        digest = hashlib.sha256(content.encode()).hexdigest()
+        content = json.dumps({"project": data.project.name, "seed": seed, "splits": splits})
+        out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "examples.json").write_text(content)
         counts = {name: len(rows) for name, rows in splits.items()}
         return BuiltSnapshot(
-            id=digest,
+            id=content_hash(content),
             path=out_dir,
             splits=counts,
             stats={"examples": len(examples)},
-            config={"seed": seed},
-            feedback_watermark=max(row.id for row in rows),
+            config={"seed": seed, "model_path": model_path},
+            feedback_watermark=data.watermark,
         )
 
     def train(
@@ -132,5 +126,56 @@ class FakeTask:
         mean = sum(scores) / len(scores) if scores else 0.0
         return Evaluation(metrics={"score": mean}, primary="score", per_example=scores)
 
-    def load(self, model: str) -> Any:
-        return {"skill": skill_of(model)}
+    def load(self, model: str) -> FakePredictor:
+        return FakePredictor(skill_of(model))
+
+    def routes(self) -> APIRouter | None:
+        return None
+
+
+class FakePredictor:
+    """Scores a query: the model's skill plus the query's fixed offset."""
+
+    def __init__(self, skill: float) -> None:
+        self.skill = skill
+        self.prepared = False
+
+    def prepare_for_serving(self, settings: Settings) -> None:
+        self.prepared = True
+
+    def score(self, query: str) -> float:
+        return self.skill + _offset(query)
+
+
+class LossFakeTask(FakeTask):
+    """The same task judged by a loss: `error` = 1 - score, lower is better. A gate or a
+    search that assumed "higher is better" would pick the worse model here."""
+
+    name = "fake-loss"
+    primary_metric = "error"
+    greater_is_better = False
+
+    def evaluate(self, model: str, snapshot: Path, split: str = "test") -> Evaluation:
+        scored = super().evaluate(model, snapshot, split)
+        errors = [1.0 - score for score in scored.per_example]
+        mean = sum(errors) / len(errors) if errors else 1.0
+        return Evaluation(
+            metrics={"error": mean}, primary="error", per_example=errors, higher_is_better=False
+        )
+
+    def train(
+        self, snapshot: Path, base_model: str, config: BaseModel, out_dir: Path, sink: ProgressSink
+    ) -> Path:
+        model = super().train(snapshot, base_model, config, out_dir, sink)
+        assert isinstance(config, FakeConfig)
+        sink.metric("eval_error", config.steps, 1.0 - skill_of(str(model)))
+        return model
+
+
+def _examples(data: ProjectData) -> list[dict[str, Any]]:
+    return [
+        {"query": str(record.input), "item": item, "feedback_id": record.id}
+        for record in data.feedback
+        if record.kind == "label"
+        for item in record.payload.get("items") or []
+    ]

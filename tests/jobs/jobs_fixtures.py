@@ -6,7 +6,6 @@ point (a dist-info folder on the path), so child processes that run jobs find it
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -27,22 +26,12 @@ QUERIES = [f"query number {i}" for i in range(18)]
 
 
 @pytest.fixture
-def fake_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Install the fake task under the name `fake`, here and for child processes."""
-    site = tmp_path / "plugin-site"
-    info = site / "fineloop_fake_task-0.0.1.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: fineloop-fake-task\nVersion: 0.0.1\n"
-    )
-    (info / "entry_points.txt").write_text("[fineloop.tasks]\nfake = jobs_fake_task:FakeTask\n")
-    monkeypatch.syspath_prepend(str(site))
-    monkeypatch.syspath_prepend(str(HERE))
-    paths = [str(site), str(HERE), os.environ.get("PYTHONPATH", "")]
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
+def fake_plugin() -> Iterator[None]:
+    """The fake task families, installed for the whole suite by tests/conftest.py
+    (tests/plugins holds their entry points); here only checked."""
     tasks.available.cache_clear()
+    assert {"fake", "fake-loss"} <= set(tasks.available()), "tests/plugins is not on the path"
     yield
-    tasks.available.cache_clear()
 
 
 MakeProject = Callable[..., str]
@@ -53,17 +42,21 @@ def fake_project(store: Store, tmp_path: Path, fake_plugin: None) -> MakeProject
     """make(name, examples=18, skill=0.5, **policy) -> a fake-task project with label events."""
 
     def make(
-        name: str = "fakep", examples: int = len(QUERIES), skill: float = 0.5, **policy: object
+        name: str = "fakep",
+        examples: int = len(QUERIES),
+        skill: float = 0.5,
+        task: str = "fake",
+        **policy: object,
     ) -> str:
         base = make_model(tmp_path / f"{name}-base", skill)
         spec = ProjectCreate(
             name=name,
-            task="embedding",
+            task=task,
             base_model=str(base),
             training_policy=TrainingPolicy.model_validate({"bootstrap_samples": 200, **policy}),
         )
         with store.write() as session:
-            create_project(session, spec).task = "fake"  # the schema lists built-in tasks only
+            create_project(session, spec)
         events = [
             LabelEvent(kind="label", input=q, items=[f"item-{i}"]) for i, q in enumerate(QUERIES)
         ]

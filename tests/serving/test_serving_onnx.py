@@ -39,7 +39,7 @@ def test_the_onnx_graph_gives_torch_vectors_in_the_callers_order(
     texts = TEXTS * 3  # more than one batch of 4, lengths out of order
     exact = predictor.encode(texts, batch_size=4)
 
-    backend = predictor.prepare_for_serving("auto", tmp_path / "onnx")
+    backend = predictor.choose_encoder("auto", tmp_path / "onnx")
     fast = predictor.encode(texts, batch_size=4)
 
     assert backend == predictor.backend == "onnx"
@@ -52,17 +52,17 @@ def test_the_onnx_graph_gives_torch_vectors_in_the_callers_order(
 
 def test_a_graph_is_exported_once_per_model_content(tiny_model: Path, tmp_path: Path) -> None:
     cache = tmp_path / "onnx"
-    EmbeddingPredictor(str(tiny_model)).prepare_for_serving("auto", cache)
+    EmbeddingPredictor(str(tiny_model)).choose_encoder("auto", cache)
     [graph] = graphs(cache)
     exported = graph.stat().st_ino  # a new export replaces the file: a new inode
     copy = tmp_path / "same-model"
     shutil.copytree(tiny_model, copy)
 
-    EmbeddingPredictor(str(copy)).prepare_for_serving("auto", cache)
+    EmbeddingPredictor(str(copy)).choose_encoder("auto", cache)
     changed = EmbeddingPredictor(str(copy))
     changed.model[0].auto_model.embeddings.word_embeddings.weight.data.mul_(2)
     changed.model.save(str(copy))
-    EmbeddingPredictor(str(copy)).prepare_for_serving("auto", cache)
+    EmbeddingPredictor(str(copy)).choose_encoder("auto", cache)
 
     assert graph in graphs(cache)
     assert graph.stat().st_ino == exported  # the copy reused it
@@ -73,8 +73,8 @@ def test_serving_threads_size_the_onnx_pool(tiny_model: Path, tmp_path: Path) ->
     capped, default = EmbeddingPredictor(str(tiny_model)), EmbeddingPredictor(str(tiny_model))
     capped.threads = 1
 
-    capped.prepare_for_serving("onnx", tmp_path / "onnx")
-    default.prepare_for_serving("onnx", tmp_path / "onnx")
+    capped.choose_encoder("onnx", tmp_path / "onnx")
+    default.choose_encoder("onnx", tmp_path / "onnx")
 
     assert capped.onnx is not None and capped.onnx.threads == 1
     assert default.onnx is not None and default.onnx.threads == 0
@@ -92,7 +92,7 @@ def test_only_the_most_recently_used_graphs_are_kept(
         model = EmbeddingPredictor(str(version)).model
         model[0].auto_model.embeddings.word_embeddings.weight.data.mul_(scale)
         model.save(str(version))
-        EmbeddingPredictor(str(version)).prepare_for_serving("onnx", cache)
+        EmbeddingPredictor(str(version)).choose_encoder("onnx", cache)
         folders.append(graphs(cache))
 
     assert [len(found) for found in folders] == [1, 2, 2]
@@ -102,7 +102,7 @@ def test_only_the_most_recently_used_graphs_are_kept(
 def test_torch_backend_never_exports(tiny_model: Path, tmp_path: Path) -> None:
     predictor = EmbeddingPredictor(str(tiny_model))
 
-    backend = predictor.prepare_for_serving("torch", tmp_path / "onnx")
+    backend = predictor.choose_encoder("torch", tmp_path / "onnx")
 
     assert backend in ("torch-fp32", "torch-bf16") and predictor.onnx is None
     assert not (tmp_path / "onnx").exists()
@@ -114,9 +114,9 @@ def test_a_graph_that_disagrees_serves_only_when_not_required(
     monkeypatch.setattr(predict, "ONNX_MIN_COSINE", 1.5)  # no graph can agree this well
     fallback = EmbeddingPredictor(str(tiny_model))
 
-    assert fallback.prepare_for_serving("auto", tmp_path / "onnx").startswith("torch")
+    assert fallback.choose_encoder("auto", tmp_path / "onnx").startswith("torch")
     with pytest.raises(ValueError, match="agrees with torch only to a cosine of"):
-        EmbeddingPredictor(str(tiny_model)).prepare_for_serving("onnx", tmp_path / "onnx")
+        EmbeddingPredictor(str(tiny_model)).choose_encoder("onnx", tmp_path / "onnx")
 
 
 def test_search_ranks_alike_on_onnx_and_torch(tiny_model: Path, tmp_path: Path) -> None:

@@ -107,10 +107,10 @@ def test_bad_bodies_are_422_in_openai_shape(
     assert needle in error["message"]
 
 
-def test_a_generation_project_is_not_an_embedding_model(client: TestClient) -> None:
-    client.post("/v1/projects", json={"name": "chat", "task": "generation"})
+def test_another_task_project_is_not_an_embedding_model(client: TestClient) -> None:
+    client.post("/v1/projects", json={"name": "chat", "task": "fake"})
 
     response = client.post("/v1/embeddings", json={"model": "chat", "input": "hi"})
 
     assert response.status_code == 422
-    assert "'generation' project" in response.json()["error"]["message"]
+    assert "'fake' project" in response.json()["error"]["message"]

@@ -152,13 +152,13 @@ def test_malformed_requests_name_the_field(
 
 
 def test_non_embedding_and_unknown_projects(client: TestClient) -> None:
-    client.post("/v1/projects", json={"name": "chat", "task": "generation"})
+    client.post("/v1/projects", json={"name": "chat", "task": "fake"})
 
     chat = client.post("/v1/projects/chat/search", json={"query": "hello"})
     missing = client.post("/v1/projects/nope/search", json={"query": "hello"})
 
     assert chat.status_code == 422
-    assert "'generation' project" in chat.json()["message"]
+    assert "'fake' project" in chat.json()["message"]
     assert missing.status_code == 404
 
 

@@ -159,7 +159,7 @@ def fresh(tmp_path: Path, _template: str) -> Iterator[Store]:
         settings = get_settings(data_dir=data_dir)
     store = Store.open(settings)
     with store.write() as session:
-        create_project(session, ProjectCreate(name="copy", task="generation"))
+        create_project(session, ProjectCreate(name="copy", task="fake"))
     yield store
     store.close()
     if name:

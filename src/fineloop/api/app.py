@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from fineloop import __version__, auth
 from fineloop.api import errors
@@ -19,16 +19,15 @@ from fineloop.api.routes import (
     jobs,
     keys,
     models,
-    openai_compat,
     projects,
     rollouts,
-    search,
     search_jobs,
     snapshots,
     transfer,
 )
 from fineloop.config import Settings, get_settings
 from fineloop.store import Store
+from fineloop.tasks import available, get_task
 from fineloop.web import routes as web_routes
 
 log = logging.getLogger("fineloop.api")
@@ -50,8 +49,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     errors.install(app)
     for module in (health, projects, items, interactions, feedback, transfer, keys):
         app.include_router(module.router)
-    for module in (search, openai_compat):  # serving: search, select, /v1/embeddings
-        app.include_router(module.router)
+    for router in task_routers():  # what each installed family serves (embedding: search…)
+        app.include_router(router)
     for module in (jobs, models, snapshots):  # training jobs, the model registry, snapshots
         app.include_router(module.router)
     app.include_router(search_jobs.router)  # hyperparameter search jobs
@@ -65,6 +64,21 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         max_import_bytes=settings.max_import_bytes,
     )
     return app
+
+
+def task_routers() -> list[APIRouter]:
+    """The routes of every installed task family, in name order. A family that fails to
+    load is logged and left out, so one broken plugin does not take the server down."""
+    found = []
+    for name in sorted(available()):
+        try:
+            router = get_task(name).routes()
+        except Exception:
+            log.exception("task %r could not be loaded; its routes are not served", name)
+            continue
+        if router is not None:
+            found.append(router)
+    return found
 
 
 def register_configured_keys(store: Store, settings: Settings) -> None:

@@ -16,6 +16,7 @@ app = typer.Typer(
 app.command("serve")(serve.serve)
 app.command("worker")(worker_cli.worker)
 app.add_typer(projects.app, name="project")
+app.command("tasks")(projects.tasks)
 app.add_typer(data.items_app, name="items")
 app.add_typer(data.feedback_app, name="feedback")
 app.add_typer(keys.app, name="keys")

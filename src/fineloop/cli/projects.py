@@ -1,4 +1,4 @@
-"""`fineloop project create|list|show`."""
+"""`fineloop project create|list|show` and `fineloop tasks`."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ app = typer.Typer(help="Create and inspect projects.", no_args_is_help=True)
 @app.command("create")
 def create(
     name: Annotated[str, typer.Argument(help="Lower-case name: letters, digits, - and _.")],
-    task: Annotated[str, typer.Option(help="embedding, generation or ner.")] = "embedding",
+    task: Annotated[
+        str, typer.Option(help="An installed task family: `fineloop tasks`.")
+    ] = "embedding",
     base_model: Annotated[str | None, typer.Option(help="Local path or hub id.")] = None,
     description: Annotated[str, typer.Option()] = "",
     rating_min: Annotated[float, typer.Option(help="Lowest rating on the scale.")] = 1.0,
@@ -68,3 +70,19 @@ def show(name: str, config: ConfigOption = None) -> None:
     with opened_store(config) as store, store.read() as session:
         project = project_public(get_project(session, name))
     console.print_json(project.model_dump_json())
+
+
+def tasks() -> None:
+    """List the installed task families (the `fineloop.tasks` entry points)."""
+    from fineloop.tasks import available, get_task
+
+    table = Table("task", "entry point", "primary metric", "better when")
+    for name, target in sorted(available().items()):
+        try:
+            task = get_task(name)
+        except Exception as error:  # a broken plugin must not hide the others
+            table.add_row(name, target, f"(fails to load: {error})", "")
+            continue
+        direction = "higher" if task.greater_is_better else "lower"
+        table.add_row(name, target, task.primary_metric, direction)
+    console.print(table)

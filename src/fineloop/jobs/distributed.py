@@ -10,7 +10,7 @@ job process, exactly as with one process. That is the simplest correct split:
 - each rank runs the task's ordinary `train` into the same output folder. Hugging Face's
   Trainer reads the launcher's environment (RANK, WORLD_SIZE, LOCAL_RANK) and sets up DDP
   itself: gloo on a CPU, nccl on GPUs; a task must write files on rank 0 only (the embedding
-  task does, see `tasks/embedding/fit.is_main_process`);
+  task does, see `fineloop.runtime.is_main_process`);
 - only rank 0 reports, and not to the store: it appends progress, metrics and log lines to a
   channel file that the job process relays to its own sink (store, progress bar), so the
   job's events look the same as with one process. Ranks never register anything;

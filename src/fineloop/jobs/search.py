@@ -72,7 +72,9 @@ def run_search(store: Store, settings: Settings, job_id: int, sink: ProgressSink
     storage = open_storage(settings.resolved_database_url)
     scratch = artifacts.scratch_dir(settings, project.name, f"job{job_id}")
     try:
-        study = open_study(storage, name, search, job_id, task.primary_metric)
+        study = open_study(
+            storage, name, search, job_id, task.primary_metric, task.greater_is_better
+        )
         sink.log(f"study {name}: {search.n_trials} trials over {', '.join(space)}")
         trials = Trials(
             store, sink, job, task, snapshot, parent, fixed, space, search,
@@ -135,15 +137,21 @@ def open_storage(url: str) -> RDBStorage:
 
 
 def open_study(
-    storage: RDBStorage, name: str, search: SearchConfig, job_id: int, metric: str
+    storage: RDBStorage,
+    name: str,
+    search: SearchConfig,
+    job_id: int,
+    metric: str,
+    greater_is_better: bool = True,
 ) -> optuna.Study:
-    """Create the study (or reopen it when the job is retried); queue the fixed trials."""
+    """Create the study (or reopen it when the job is retried); queue the fixed trials.
+    The study maximises the metric, or minimises it when lower is better (a loss)."""
     study = optuna.create_study(
         storage=storage,
         study_name=name,
-        direction="maximize",
+        direction="maximize" if greater_is_better else "minimize",
         sampler=sampler(search),
-        pruner=pruner(search.pruner),
+        pruner=pruner(search.pruner, greater_is_better),
         load_if_exists=True,
     )
     if not study.trials:
@@ -160,11 +168,13 @@ def sampler(search: SearchConfig) -> BaseSampler:
     return TPESampler(seed=search.seed)
 
 
-def pruner(config: PrunerConfig) -> BasePruner:
+def pruner(config: PrunerConfig, greater_is_better: bool = True) -> BasePruner:
     if config.kind == "none":
         return NopPruner()
-    if config.kind == "threshold":
-        return ThresholdPruner(lower=config.lower, n_warmup_steps=config.warmup_evaluations)
+    if config.kind == "threshold":  # `lower` is the worst score let through
+        if greater_is_better:
+            return ThresholdPruner(lower=config.lower, n_warmup_steps=config.warmup_evaluations)
+        return ThresholdPruner(upper=config.lower, n_warmup_steps=config.warmup_evaluations)
     return MedianPruner(
         n_startup_trials=config.startup_trials, n_warmup_steps=config.warmup_evaluations
     )

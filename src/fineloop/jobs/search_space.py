@@ -9,13 +9,13 @@ Optuna import: the API validates with it, and `start_search` queues the job.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from fineloop.data import read_project
 from fineloop.errors import Invalid, field_path
 from fineloop.jobs import store as jobs
-from fineloop.jobs.service import ChecksReadiness
 from fineloop.store import Store
 from fineloop.store.projects import get_project, training_policy_of
 from fineloop.store.schema import Job
@@ -90,7 +90,8 @@ class PrunerConfig(BaseModel):
     kind: Literal["median", "threshold", "none"] = Field(
         default="median",
         description="median: stop a trial whose score at an evaluation is below the median "
-        "of earlier trials at that evaluation; threshold: stop one below `lower`; none.",
+        "of earlier trials at that evaluation; threshold: stop one worse than `lower` (below "
+        "it, or above it for a metric where lower is better); none.",
     )
     startup_trials: int = Field(
         default=3, ge=0, le=1000, description="median: trials that finish before any is pruned."
@@ -99,7 +100,7 @@ class PrunerConfig(BaseModel):
         default=0, ge=0, le=1000, description="Evaluations of a trial never judged."
     )
     lower: float | None = Field(
-        default=None, description="threshold: a score below this at an evaluation stops it."
+        default=None, description="threshold: a score worse than this at an evaluation stops it."
     )
 
     @model_validator(mode="after")
@@ -157,18 +158,9 @@ class SearchConfig(BaseModel):
             raise Invalid(f"{name}: {message}", field=name) from None
 
 
-@runtime_checkable
-class HasSearchSpace(Protocol):
-    """Optional for a task: the parameters a search tunes when the request names none."""
-
-    def search_space(self) -> dict[str, dict[str, Any]]: ...
-
-
 def resolve_space(task: Task, config: SearchConfig) -> dict[str, SearchParam]:
     """The task's default space with the request's changes; an empty one is refused."""
-    space: dict[str, SearchParam] = {}
-    if isinstance(task, HasSearchSpace):
-        space = {k: SearchParam.model_validate(v) for k, v in task.search_space().items()}
+    space = {k: SearchParam.model_validate(v) for k, v in task.search_space().items()}
     for name, param in config.space.items():
         if param is None:
             space.pop(name, None)
@@ -238,8 +230,7 @@ def start_search(
     task = get_task(project.task)
     policy = training_policy_of(project)
     check_search(task, policy.train, config)
-    if isinstance(task, ChecksReadiness):
-        task.check_trainable(store, project)
+    task.check_trainable(read_project(store, project))
     with store.write() as session:
         project = get_project(session, project_name)
         return jobs.create_job(

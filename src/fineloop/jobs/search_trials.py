@@ -111,6 +111,9 @@ class Trials:
     def metric(self) -> str:
         return self.task.primary_metric
 
+    def _better(self, value: float, than: float) -> bool:
+        return value > than if self.task.greater_is_better else value < than
+
     def run(self) -> Kept | None:
         """Run trials until `n_trials` have ended (counting an earlier attempt's) or the
         timeout passed; a cancel of the search ends the running trial and raises."""
@@ -189,7 +192,7 @@ class Trials:
 
     def _keep(self, number: int, value: float, model: Path, folder: Path) -> None:
         self.sink.metric(f"trial_{self.metric}", number, value)
-        if self.kept is None or value > self.kept.value:
+        if self.kept is None or self._better(value, self.kept.value):
             if self.kept is not None:
                 shutil.rmtree(self.kept.folder, ignore_errors=True)
             self.kept = Kept(number, value, model, folder)

@@ -7,22 +7,15 @@ without building (422 "needs N, has M"), or a training job already active (409 n
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
+from fineloop.data import read_project
 from fineloop.jobs import store as jobs
 from fineloop.jobs.distributed import launch_options
 from fineloop.store import Store
 from fineloop.store.projects import get_project, training_policy_of
-from fineloop.store.schema import Job, Project
+from fineloop.store.schema import Job
 from fineloop.tasks import get_task
-
-
-@runtime_checkable
-class ChecksReadiness(Protocol):
-    """Optional for a task: refuse cheaply (raise `Invalid`) when a build would fail for
-    lack of data, saying how much is needed and how much there is."""
-
-    def check_trainable(self, store: Store, project: Project) -> None: ...
 
 
 def start_training(
@@ -43,8 +36,7 @@ def start_training(
     task = get_task(project.task)
     policy = training_policy_of(project)
     task.train_config({**policy.train, **overrides})  # raises Invalid on a bad override
-    if isinstance(task, ChecksReadiness):
-        task.check_trainable(store, project)
+    task.check_trainable(read_project(store, project))
     with store.write() as session:
         project = get_project(session, project_name)
         return jobs.create_job(

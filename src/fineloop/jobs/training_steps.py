@@ -12,7 +12,7 @@ from typing import Any
 from fineloop import artifacts
 from fineloop.config import Settings
 from fineloop.policies import TrainingPolicy
-from fineloop.registry.gate import GateDecision, decide, paired_bootstrap
+from fineloop.registry.gate import GateDecision, decide, improvement_interval
 from fineloop.snapshots import build_and_publish, built_snapshot, get_snapshot
 from fineloop.store import Store
 from fineloop.store.schema import ModelVersion, Project
@@ -57,6 +57,7 @@ class Comparison:
         interval = decision.interval
         return {
             "primary": self.primary,
+            "higher_is_better": self.candidate.higher_is_better,
             "split": SPLIT,
             "examples": len(self.candidate.per_example),
             "candidate": self.candidate.metrics,
@@ -100,7 +101,8 @@ def evaluate_all(
 
 
 def gate_decision(comparison: Comparison, policy: TrainingPolicy) -> GateDecision:
-    """Paired bootstrap of candidate - champion on the primary metric, then the margin."""
+    """Paired bootstrap of the candidate's improvement on the primary metric (in the
+    direction its evaluation reports), then the margin."""
     candidate = comparison.candidate.per_example
     champion = comparison.champion.per_example
     if not candidate or len(candidate) != len(champion):
@@ -109,7 +111,12 @@ def gate_decision(comparison: Comparison, policy: TrainingPolicy) -> GateDecisio
             f"(candidate {len(candidate)}, champion {len(champion)}), so the champion stays"
         )
         return GateDecision(False, reason, comparison.primary, policy.gate_margin, None)
-    interval = paired_bootstrap(
-        candidate, champion, samples=policy.bootstrap_samples, seed=policy.seed
+    higher = comparison.candidate.higher_is_better
+    interval = improvement_interval(
+        candidate,
+        champion,
+        higher_is_better=higher,
+        samples=policy.bootstrap_samples,
+        seed=policy.seed,
     )
-    return decide(comparison.primary, interval, policy.gate_margin)
+    return decide(comparison.primary, interval, policy.gate_margin, higher)

@@ -27,9 +27,9 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
+from fineloop.data import read_project
 from fineloop.errors import FineloopError
 from fineloop.jobs import store as jobs
-from fineloop.jobs.service import ChecksReadiness
 from fineloop.store import Store
 from fineloop.store.projects import policy_of, training_policy_of
 from fineloop.store.schema import Feedback, Job, Project, Snapshot
@@ -120,8 +120,7 @@ def fire(store: Store, project_name: str, now: datetime | None = None) -> Job | 
             return None
     task = get_task(project.task)
     task.train_config(training_policy_of(project).train)  # a bad policy: Invalid, no job
-    if isinstance(task, ChecksReadiness):
-        task.check_trainable(store, project)  # too little data: Invalid, no job
+    task.check_trainable(read_project(store, project))  # too little data: Invalid, no job
     try:
         with store.write() as session:
             session.execute(select(Project.id).where(Project.id == project.id).with_for_update())

@@ -6,8 +6,6 @@ Training and serving both need a champion before any training ran, so either may
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -15,19 +13,14 @@ from sqlalchemy.orm import Session
 from fineloop.registry.aliases import set_alias
 from fineloop.registry.versions import CHAMPION, register_version
 from fineloop.store.schema import Alias, ModelVersion, Project
+from fineloop.tasks.base import Task
 
 
-class HasDefaultBase(Protocol):
-    """The one thing bootstrap needs from a task (so callers need not load a whole one)."""
-
-    def default_base_model(self) -> str: ...
-
-
-def base_model_of(project: Project, task: HasDefaultBase) -> str:
+def base_model_of(project: Project, task: Task) -> str:
     return project.base_model or task.default_base_model()
 
 
-def ensure_base_version(session: Session, project: Project, task: HasDefaultBase) -> ModelVersion:
+def ensure_base_version(session: Session, project: Project, task: Task) -> ModelVersion:
     """The project's v0, created with the champion alias on it when missing.
 
     Run it in a write transaction. The project row is locked first, so concurrent callers on

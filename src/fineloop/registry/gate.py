@@ -1,7 +1,10 @@
 """The promotion gate: a candidate replaces the champion only when it is surely better.
 
-"Surely" means the lower end of a paired bootstrap 95% interval of (candidate - champion)
-on the primary metric, over the same held-out examples, lies above a margin.
+"Surely" means the lower end of a paired bootstrap 95% interval of the candidate's
+improvement over the champion on the primary metric, over the same held-out examples,
+lies above a margin. The improvement is candidate - champion when higher is better
+(nDCG, accuracy) and champion - candidate when lower is better (loss, perplexity), so a
+gate on a loss never promotes the worse model.
 """
 
 from __future__ import annotations
@@ -46,15 +49,34 @@ def paired_bootstrap(
     return Interval(mean=sum(differences) / n, low=low, high=high, samples=samples)
 
 
-def decide(metric: str, interval: Interval, margin: float) -> GateDecision:
+def improvement_interval(
+    candidate: list[float],
+    champion: list[float],
+    *,
+    higher_is_better: bool = True,
+    samples: int = 1000,
+    seed: int = 13,
+) -> Interval:
+    """The paired bootstrap interval of how much better the candidate is, in the metric's
+    own units, whichever way the metric points."""
+    better, worse = (candidate, champion) if higher_is_better else (champion, candidate)
+    return paired_bootstrap(better, worse, samples=samples, seed=seed)
+
+
+def decide(
+    metric: str, interval: Interval, margin: float, higher_is_better: bool = True
+) -> GateDecision:
+    """Pass when the improvement interval's lower end is above the margin."""
+    difference = "candidate - champion" if higher_is_better else "champion - candidate"
+    metric_note = metric if higher_is_better else f"{metric} (lower is better)"
     if interval.low > margin:
         reason = (
-            f"{metric}: candidate - champion = {interval.mean:+.4f}, 95% CI "
+            f"{metric_note}: {difference} = {interval.mean:+.4f}, 95% CI "
             f"[{interval.low:+.4f}, {interval.high:+.4f}], lower bound above margin {margin:+.4f}"
         )
         return GateDecision(True, reason, metric, margin, interval)
     reason = (
-        f"{metric}: candidate - champion = {interval.mean:+.4f}, 95% CI "
+        f"{metric_note}: {difference} = {interval.mean:+.4f}, 95% CI "
         f"[{interval.low:+.4f}, {interval.high:+.4f}]; lower bound not above margin "
         f"{margin:+.4f}, so the champion stays"
     )

@@ -18,7 +18,7 @@ import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import Future
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -122,11 +122,8 @@ class ServingState:
     def _load(self, version: VersionRef) -> EmbeddingPredictor:
         try:
             local = artifacts.fetch(self.settings, version.artifact_uri)  # URL root: cached
-            loaded: EmbeddingPredictor = get_task(TASK).load(local)
-            loaded.threads = self.settings.serving_threads
-            loaded.prepare_for_serving(
-                self.settings.serving_backend, self.settings.data_dir / "onnx"
-            )
+            loaded = cast("EmbeddingPredictor", get_task(TASK).load(local))
+            loaded.prepare_for_serving(self.settings)
         except Exception as error:  # a missing folder, a hub id without a hub, a bad file
             reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
             raise Invalid(

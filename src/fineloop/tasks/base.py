@@ -1,20 +1,24 @@
-"""The one shape every task has: build → train → evaluate → load.
+"""The contract every task family keeps: build → train → evaluate → load, plus what the
+gate, hyperparameter search and serving need from it.
 
 The loop (jobs, registry, serving) only talks to a task through `Task`, so adding a task
-family never adds a branch there. Tasks register under the `fineloop.tasks` entry point.
+family never adds a branch there: a new family is one package plus one entry point in the
+`fineloop.tasks` group. `tests/contract/` runs every installed family through the loop.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
 from fineloop.config import Settings
-from fineloop.store import Store
-from fineloop.store.schema import Project
+from fineloop.data.records import ProjectData
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter
 
 
 class JobCancelled(Exception):
@@ -64,16 +68,39 @@ class BuiltSnapshot:
 @dataclass(frozen=True)
 class Evaluation:
     """Metrics on one split, plus the primary metric per example (in the split's order),
-    so two models evaluated on the same split can be compared with a paired bootstrap."""
+    so two models evaluated on the same split can be compared with a paired bootstrap.
+    `higher_is_better` is the primary metric's direction (False for a loss or perplexity):
+    the gate and hyperparameter search read it rather than assume."""
 
     metrics: dict[str, float]
     primary: str
     per_example: list[float] = field(default_factory=list)
+    higher_is_better: bool = True
+
+    def improvement(self, other: Evaluation) -> float:
+        """How much better this primary score is than `other`'s (negative: worse)."""
+        ours, theirs = self.metrics[self.primary], other.metrics[other.primary]
+        return ours - theirs if self.higher_is_better else theirs - ours
 
 
+@runtime_checkable
+class Predictor(Protocol):
+    """What `Task.load` returns: a model ready to answer. Serving calls
+    `prepare_for_serving` once, in the background, before the first request reaches it
+    (warm-up, an exported graph, a precision probe), so no request pays for it."""
+
+    def prepare_for_serving(self, settings: Settings) -> None: ...
+
+
+@runtime_checkable
 class Task(Protocol):
+    """A task family. Every member is required: a family without a search space returns
+    {} (HPO then asks the user for one), one that cannot count its examples cheaply makes
+    `check_trainable` a no-op, one that adds no API routes returns None from `routes`."""
+
     name: str
     primary_metric: str
+    greater_is_better: bool  # the primary metric's direction, as `Evaluation` reports it
 
     def default_base_model(self) -> str: ...
 
@@ -81,18 +108,29 @@ class Task(Protocol):
         """The task's training config with the project's overrides, validated."""
         ...
 
+    def search_space(self) -> dict[str, dict[str, Any]]:
+        """What a hyperparameter search tunes unless told otherwise (the format of
+        `fineloop.jobs.search_space.SearchParam`)."""
+        ...
+
+    def check_trainable(self, data: ProjectData) -> None:
+        """Refuse a training job before it exists (raise `Invalid`) when `build` would
+        fail for lack of data, saying how much is needed and how much there is."""
+        ...
+
     def build(
         self,
-        store: Store,
+        data: ProjectData,
         settings: Settings,
-        project: Project,
         out_dir: Path,
         *,
         seed: int,
+        model_path: str | None = None,
         **options: Any,
     ) -> BuiltSnapshot:
-        """Turn the project's feedback (and items) into a dataset written under out_dir;
-        `options` are the task's own build settings."""
+        """Turn the project's records into a dataset written under out_dir. `model_path`
+        is the model now serving (the champion, else the base); `options` are the task's
+        own build settings."""
         ...
 
     def train(
@@ -108,6 +146,10 @@ class Task(Protocol):
 
     def evaluate(self, model: str, snapshot: Path, split: str = "test") -> Evaluation: ...
 
-    def load(self, model: str) -> Any:
-        """What serving calls: a predictor for the model at this path (or hub id)."""
+    def load(self, model: str) -> Predictor:
+        """A predictor for the model at this local path (or hub id)."""
+        ...
+
+    def routes(self) -> APIRouter | None:
+        """The API routes this family adds (embedding: search, select, embeddings)."""
         ...

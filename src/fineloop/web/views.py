@@ -147,8 +147,11 @@ def metric_matrix(versions: list[dict[str, Any]]) -> dict[str, Any]:
     if primary in names:
         names.remove(primary)
         names.insert(0, primary)
-    best = {  # evaluation metrics here are all "higher is better" (nDCG, MRR, accuracy)
-        name: max(found)
+    # The primary metric points the way its evaluation said (a loss: lower is better);
+    # the others are read as scores, higher is better.
+    lower_primary = latest.get("higher_is_better") is False
+    best = {
+        name: (min if lower_primary and name == primary else max)(found)
         for name in names
         if (found := [c["values"][name] for c in columns if _is_number(c["values"].get(name))])
     }

@@ -12,13 +12,15 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from fineloop.config import Settings
-from fineloop.store import Store
-from fineloop.store.schema import Project
+from fineloop.data.records import ProjectData
 from fineloop.tasks.base import BuiltSnapshot, Evaluation, ProgressSink
 from fineloop.tasks.embedding.config import EmbeddingTrainConfig, packaged_minilm_path
 
 if TYPE_CHECKING:
+    from fastapi import APIRouter
+
     from fineloop.tasks.embedding.build import BuildConfig
+    from fineloop.tasks.embedding.predict import EmbeddingPredictor
 
 __all__ = ["EmbeddingTask", "EmbeddingTrainConfig", "packaged_minilm_path"]
 
@@ -28,6 +30,7 @@ class EmbeddingTask:
 
     name = "embedding"
     primary_metric = "ndcg@10"
+    greater_is_better = True
 
     def default_base_model(self) -> str:
         return packaged_minilm_path()
@@ -49,41 +52,26 @@ class EmbeddingTask:
 
     def build(
         self,
-        store: Store,
+        data: ProjectData,
         settings: Settings,
-        project: Project,
         out_dir: Path,
         *,
         seed: int,
-        config: BuildConfig | None = None,
         model_path: str | None = None,
+        config: BuildConfig | None = None,
     ) -> BuiltSnapshot:
         from fineloop.tasks.embedding.build import build_snapshot
 
         return build_snapshot(
-            store, settings, project, out_dir, seed=seed, config=config, model_path=model_path
+            data, settings, out_dir, seed=seed, config=config, model_path=model_path
         )
 
-    def check_trainable(self, store: Store, project: Project) -> None:
-        """Refuse a training job before it exists (422) when the feedback makes fewer
-        examples than `build` needs: the same count, read without building anything."""
-        from fineloop.errors import Invalid
-        from fineloop.store.projects import policy_of
-        from fineloop.tasks.embedding.build import BuildConfig
-        from fineloop.tasks.embedding.examples import harvest, merge_positives
+    def check_trainable(self, data: ProjectData) -> None:
+        """The count `build` checks, made without mining or writing anything."""
+        from fineloop.tasks.embedding.build import BuildConfig, count_examples, require_examples
 
         config = BuildConfig()
-        with store.read() as session:
-            found = harvest(
-                session, project.id, policy_of(project), max_query_chars=config.max_query_chars
-            )
-        have = sum(1 for _ in merge_positives(found.signals))
-        if have < config.min_examples:
-            raise Invalid(
-                f"training needs at least {config.min_examples} (query, item) examples; "
-                f"project {project.name!r} has {have} — send more selections or labels",
-                field="feedback",
-            )
+        require_examples(count_examples(data, config), config, data.project.name)
 
     def train(
         self,
@@ -102,7 +90,12 @@ class EmbeddingTask:
 
         return evaluate(model, snapshot, split)
 
-    def load(self, model: str) -> Any:
+    def load(self, model: str) -> EmbeddingPredictor:
         from fineloop.tasks.embedding.predict import EmbeddingPredictor
 
         return EmbeddingPredictor(model)
+
+    def routes(self) -> APIRouter:
+        from fineloop.tasks.embedding.routes import router
+
+        return router

@@ -16,30 +16,27 @@ model would learn from gives a new one.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from datasets import Value  # type: ignore[import-untyped]
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from fineloop import __version__
 from fineloop.artifacts import fetch
 from fineloop.config import Settings
-from fineloop.errors import Invalid, NotFound
-from fineloop.store import Store
-from fineloop.store.projects import policy_of
-from fineloop.store.schema import Item, Project
+from fineloop.data.hashing import content_hash
+from fineloop.data.records import ProjectData
+from fineloop.data.snapshot_io import save_splits, save_table, write_meta
+from fineloop.data.splits import SPLITS, QueryGroups, assign_splits
+from fineloop.errors import Invalid
 from fineloop.tasks.base import BuiltSnapshot
 from fineloop.tasks.embedding.config import packaged_minilm_path
 from fineloop.tasks.embedding.examples import harvest, merge_positives
 from fineloop.tasks.embedding.mining import mine_item_negatives
 from fineloop.tasks.embedding.rows import assemble_rows
-from fineloop.tasks.embedding.splits import SPLITS, QueryGroups, assign_splits
 
 
 class BuildConfig(BaseModel):
@@ -98,9 +95,8 @@ class BuildConfig(BaseModel):
 
 
 def build_snapshot(
-    store: Store,
+    data: ProjectData,
     settings: Settings,
-    project: Project,
     out_dir: Path,
     *,
     seed: int,
@@ -109,21 +105,12 @@ def build_snapshot(
 ) -> BuiltSnapshot:
     """Write the project's snapshot under `out_dir` (which may exist, empty).
 
-    `model_path` mines the negatives: pass the base or current champion model. Without it,
-    the project's champion is used, else its base model, else the packaged default.
+    `model_path` mines the negatives: the loop passes the current champion (else the base
+    model); without it, the project's base model or the packaged default is used.
     """
     config = config or BuildConfig()
-    with store.read() as session:
-        found = harvest(
-            session, project.id, policy_of(project), max_query_chars=config.max_query_chars
-        )
-        # Sorted here, not in SQL: collations differ between SQLite and PostgreSQL.
-        corpus = sorted(
-            (row.item_id, row.text)
-            for row in session.execute(
-                select(Item.item_id, Item.text).where(Item.project_id == project.id)
-            )
-        )
+    found = harvest(data, max_query_chars=config.max_query_chars)
+    corpus = [(item.item_id, item.text) for item in data.items]
     stats: Counter[str] = found.stats
     groups = QueryGroups()
     for signal in found.signals:
@@ -131,12 +118,7 @@ def build_snapshot(
     examples = sorted(merge_positives(found.signals), key=lambda e: (e.query, e.item_id))
     stats["positive_signals"] = sum(s.positive for s in found.signals)
     stats["examples"] = len(examples)
-    if len(examples) < config.min_examples:
-        raise Invalid(
-            f"training needs at least {config.min_examples} (query, item) examples; project "
-            f"{project.name!r} has {len(examples)} — send more selections or labels",
-            field="feedback",
-        )
+    require_examples(len(examples), config, data.project.name)
     split_of = assign_splits(
         {groups.key(e.query) for e in examples},
         seed=seed,
@@ -147,9 +129,7 @@ def build_snapshot(
     mined: dict[str, list[str]] = {}
     mining = config.mine_negatives and config.negatives_per_query > 0
     if mining:
-        if model_path is None:
-            with store.read() as session:
-                model_path = _default_mining_model(session, project)
+        model_path = model_path or data.project.base_model or packaged_minilm_path()
         mined = mine_item_negatives(
             fetch(settings, model_path),  # a version on a URL root: its local copy
             examples,
@@ -171,8 +151,9 @@ def build_snapshot(
         stats=stats,
     )
     hashed_config = {**config.model_dump(mode="json"), "seed": seed}
-    snapshot_id = _content_hash(project.name, hashed_config, rows, corpus)
-    splits = {name: sum(1 for r in rows if r["split"] == name) for name in SPLITS}
+    snapshot_id = content_hash(
+        {"project": data.project.name, "config": hashed_config, "rows": rows, "corpus": corpus}
+    )
     for name in SPLITS:
         stats[f"groups_{name}"] = sum(1 for s in split_of.values() if s == name)
     full_stats: dict[str, Any] = {
@@ -180,19 +161,26 @@ def build_snapshot(
         "decay_as_of": found.as_of.isoformat() if found.as_of else None,
     }
     full_config = {**hashed_config, "mining_model": model_path if mining else None}
-    _write(out_dir, rows, corpus)
-    meta = {
-        "id": snapshot_id,
-        "project": project.name,
-        "task": "embedding",
-        "config": full_config,
-        "splits": splits,
-        "stats": full_stats,
-        "feedback_watermark": found.watermark,
-        "fineloop_version": __version__,
-        "built_at": datetime.now(UTC).isoformat(),
-    }
-    (out_dir / "snapshot.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+    splits = save_splits(out_dir / "pairs", rows, _pair_features())
+    save_table(
+        out_dir / "corpus",
+        {"id": [i for i, _ in corpus], "text": [t for _, t in corpus]},
+        {"id": Value("string"), "text": Value("string")},
+    )
+    write_meta(
+        out_dir,
+        {
+            "id": snapshot_id,
+            "project": data.project.name,
+            "task": "embedding",
+            "config": full_config,
+            "splits": splits,
+            "stats": full_stats,
+            "feedback_watermark": found.watermark,
+            "fineloop_version": __version__,
+            "built_at": datetime.now(UTC).isoformat(),
+        },
+    )
     return BuiltSnapshot(
         id=snapshot_id,
         path=out_dir,
@@ -203,66 +191,32 @@ def build_snapshot(
     )
 
 
-def _default_mining_model(session: Session, project: Project) -> str:
-    from fineloop.registry.versions import CHAMPION, resolve
-
-    try:
-        return resolve(session, project, CHAMPION).artifact_uri
-    except NotFound:
-        return project.base_model or packaged_minilm_path()
+def count_examples(data: ProjectData, config: BuildConfig) -> int:
+    """How many (query, item) examples `build_snapshot` would make, without building."""
+    found = harvest(data, max_query_chars=config.max_query_chars)
+    return sum(1 for _ in merge_positives(found.signals))
 
 
-def _content_hash(
-    project: str, config: dict[str, Any], rows: list[dict[str, Any]], corpus: list[tuple[str, str]]
-) -> str:
-    canonical = json.dumps(
-        {"project": project, "config": config, "rows": rows, "corpus": corpus},
-        sort_keys=True,
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
-    return hashlib.sha256(canonical.encode()).hexdigest()
+def require_examples(have: int, config: BuildConfig, project: str) -> None:
+    if have < config.min_examples:
+        raise Invalid(
+            f"training needs at least {config.min_examples} (query, item) examples; project "
+            f"{project!r} has {have} — send more selections or labels",
+            field="feedback",
+        )
 
 
-def _write(out_dir: Path, rows: list[dict[str, Any]], corpus: list[tuple[str, str]]) -> None:
-    from datasets import (  # type: ignore[import-untyped]
-        Dataset,
-        DatasetDict,
-        Features,
-        List,
-        Value,
-    )
+def _pair_features() -> dict[str, Any]:
+    from datasets import List
 
-    features = Features(
-        {
-            "anchor": Value("string"),
-            "positive": Value("string"),
-            "positive_id": Value("string"),
-            "negatives": List(Value("string")),
-            "negative_ids": List(Value("string")),
-            "query_group": Value("string"),
-            "feedback_ids": List(Value("int64")),
-            "score": Value("float64"),
-            "label": Value("int64"),
-        }
-    )
-    columns = list(features)
-    pairs = DatasetDict(
-        {
-            # Column-wise, so an empty split still carries its columns.
-            name: Dataset.from_dict(
-                {c: [r[c] for r in rows if r["split"] == name] for c in columns},
-                features=features,
-            )
-            for name in SPLITS
-        }
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # An empty split saved with no shard cannot be loaded back: give it one.
-    empty = {name: 1 for name in SPLITS if len(pairs[name]) == 0}
-    pairs.save_to_disk(str(out_dir / "pairs"), num_shards=empty)
-    catalog = Dataset.from_dict(
-        {"id": [i for i, _ in corpus], "text": [t for _, t in corpus]},
-        features=Features({"id": Value("string"), "text": Value("string")}),
-    )
-    catalog.save_to_disk(str(out_dir / "corpus"))
+    return {
+        "anchor": Value("string"),
+        "positive": Value("string"),
+        "positive_id": Value("string"),
+        "negatives": List(Value("string")),
+        "negative_ids": List(Value("string")),
+        "query_group": Value("string"),
+        "feedback_ids": List(Value("int64")),
+        "score": Value("float64"),
+        "label": Value("int64"),
+    }

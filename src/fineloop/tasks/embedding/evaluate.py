@@ -7,21 +7,21 @@ per-query nDCG@10 of two models line up example by example for the paired bootst
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset, DatasetDict, load_from_disk  # type: ignore[import-untyped]
+from datasets import Dataset, DatasetDict  # type: ignore[import-untyped]
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
 from sentence_transformers.util import cos_sim
 
-from fineloop.errors import Invalid, NotFound
+from fineloop.data.snapshot_io import load_split, load_splits, load_table, read_meta
+from fineloop.errors import Invalid
 from fineloop.registry.gate import Interval, paired_bootstrap
+from fineloop.runtime import device
 from fineloop.tasks.base import Evaluation
 
-SPLITS = ("train", "validation", "test")
 METRICS = ("accuracy@1", "accuracy@5", "mrr@10", "ndcg@10", "recall@10")
 PRIMARY = "ndcg@10"
 SCORE = "cosine"
@@ -31,35 +31,23 @@ SCORE = "cosine"
 
 
 def read_pairs(snapshot: Path) -> DatasetDict:
-    path = Path(snapshot) / "pairs"
-    if not path.exists():
-        raise NotFound(f"no snapshot at {snapshot} (missing pairs/)", field="snapshot")
-    pairs = load_from_disk(str(path))
-    if not isinstance(pairs, DatasetDict):
-        raise Invalid(f"{path} is not a dataset with splits", field="snapshot")
+    pairs: DatasetDict = load_splits(Path(snapshot) / "pairs")
     return pairs
 
 
 def read_split(snapshot: Path, split: str) -> Dataset:
-    if split not in SPLITS:
-        raise Invalid(f"unknown split {split!r}; valid: {', '.join(SPLITS)}", field="split")
-    pairs = read_pairs(snapshot)
-    if split not in pairs:
-        raise Invalid(f"the snapshot has no {split} split", field="split")
-    return pairs[split]
+    rows: Dataset = load_split(Path(snapshot) / "pairs", split)
+    return rows
 
 
 def read_corpus(snapshot: Path) -> dict[str, str]:
     """Item id -> text for every item of the project, as the snapshot saw it."""
-    corpus = load_from_disk(str(Path(snapshot) / "corpus"))
-    assert isinstance(corpus, Dataset)
+    corpus = load_table(Path(snapshot) / "corpus")
     return {str(i): str(t) for i, t in zip(corpus["id"], corpus["text"], strict=True)}
 
 
 def snapshot_info(snapshot: Path) -> dict[str, Any]:
-    path = Path(snapshot) / "snapshot.json"
-    info: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
-    return info
+    return read_meta(snapshot)
 
 
 # --- the evaluator ------------------------------------------------------------------------
@@ -115,12 +103,6 @@ def short_metrics(results: dict[str, float], name: str) -> dict[str, float]:
     """`{name}_cosine_ndcg@10` (and so on) -> `ndcg@10`."""
     prefix = f"{name}_{SCORE}_"
     return {key.removeprefix(prefix): float(v) for key, v in results.items() if prefix in key}
-
-
-def device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def load_model(model: str | Path) -> SentenceTransformer:

@@ -23,15 +23,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
-
-from fineloop.feedback.rewards import RewardPolicy, effective_reward, usable_for_training
-from fineloop.store.interactions import shown_item_ids
-from fineloop.store.schema import Feedback, Interaction, Item
+from fineloop.data.records import FeedbackRecord, ProjectData
 
 KINDS = ("selection", "thumb", "label")
-_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -83,61 +77,44 @@ def group_of(metadata: Any) -> str | None:
     return group if isinstance(group, str) else str(group)
 
 
-def harvest(
-    session: Session, project_id: int, policy: RewardPolicy, *, max_query_chars: int
-) -> Harvest:
-    """Read the project's feedback (up to the largest id at this moment) as signals.
-
-    Decay is measured from the newest feedback timestamp rather than the wall clock, so
-    rebuilding later over the same feedback yields the same snapshot.
-    """
+def harvest(data: ProjectData, *, max_query_chars: int) -> Harvest:
+    """The project's feedback as signals. Decay was applied as of the newest feedback (by
+    the reader), so rebuilding later over the same feedback yields the same snapshot."""
     stats: Counter[str] = Counter()
-    watermark = session.scalar(
-        select(func.max(Feedback.id)).where(Feedback.project_id == project_id)
-    )
-    if watermark is None:
+    if not data.watermark:
         return Harvest([], 0, None, stats)
-    scope = (Feedback.project_id == project_id, Feedback.id <= watermark)
-    as_of = session.scalar(select(func.max(Feedback.timestamp)).where(*scope))
-    assert as_of is not None
-    rows = list(
-        session.scalars(
-            select(Feedback).where(*scope, Feedback.kind.in_(KINDS)).order_by(Feedback.id)
-        )
-    )
-    stats["events_read"] = len(rows)
-    interactions = _interactions(session, project_id, {r.interaction_id for r in rows})
-    catalog = _known_items(session, project_id, rows, interactions)
+    records = [r for r in data.feedback if r.kind in KINDS]
+    stats["events_read"] = len(records)
+    catalog = data.item_ids()
     signals: list[Signal] = []
-    for row in rows:
-        effective = effective_reward(policy, row.reward, row.timestamp, as_of)
-        if not usable_for_training(policy, effective):
+    for record in records:
+        if not record.trainable:
             stats["events_untrainable"] += 1
             continue
-        interaction = interactions.get(row.interaction_id) if row.interaction_id else None
-        query = query_text(row.input, max_query_chars)
+        interaction = record.interaction
+        query = query_text(record.input, max_query_chars)
         if query is None and interaction is not None:
             query = query_text(interaction.input, max_query_chars)
         if query is None:
             stats["events_without_query"] += 1
             continue
-        judged = _judgments(row, interaction, stats)
+        judged = _judgments(record, stats)
         if not judged:
             continue
         if any(item_id not in catalog for item_id, _ in judged):
             stats["events_with_unknown_items"] += 1
             continue
-        group = group_of(row.feedback_metadata)
+        group = group_of(record.metadata)
         if group is None and interaction is not None:
-            group = group_of(interaction.interaction_metadata)
-        strength = min(1.0, abs(effective))
-        shown = shown_item_ids(interaction.output) if interaction is not None else None
+            group = group_of(interaction.metadata)
+        strength = min(1.0, abs(record.effective_reward))
+        shown = interaction.shown_item_ids if interaction is not None else None
         signals += [
-            Signal(row.id, query, group, item_id, positive, strength, rank)
+            Signal(record.id, query, group, item_id, positive, strength, rank)
             for item_id, positive, rank in _ranked(judged, shown or [])
         ]
         stats["events_used"] += 1
-    return Harvest(signals, watermark, as_of, stats)
+    return Harvest(signals, data.watermark, data.as_of, stats)
 
 
 def _ranked(judged: list[tuple[str, bool]], shown: list[str]) -> Iterator[tuple[str, bool, int]]:
@@ -148,64 +125,23 @@ def _ranked(judged: list[tuple[str, bool]], shown: list[str]) -> Iterator[tuple[
         yield item_id, positive, at.get(item_id, len(shown) + position)
 
 
-def _judgments(
-    row: Feedback, interaction: Interaction | None, stats: Counter[str]
-) -> list[tuple[str, bool]]:
+def _judgments(record: FeedbackRecord, stats: Counter[str]) -> list[tuple[str, bool]]:
     """(item id, is positive) pairs an event states."""
-    payload = row.payload
-    if row.kind == "selection":
+    payload = record.payload
+    if record.kind == "selection":
         return [(i, True) for i in payload.get("selected", [])] + [
             (i, False) for i in payload.get("rejected", [])
         ]
-    if row.kind == "label":
+    if record.kind == "label":
         if not payload.get("items"):
             stats["labels_without_items"] += 1
         return [(i, True) for i in payload.get("items") or []]
     # thumb: about the first item of a ranking
-    shown = shown_item_ids(interaction.output) if interaction is not None else None
+    shown = record.interaction.shown_item_ids if record.interaction is not None else None
     if not shown:
         stats["thumbs_without_ranking"] += 1
         return []
     return [(shown[0], payload.get("value") == "up")]
-
-
-def _interactions(
-    session: Session, project_id: int, ids: set[str | None]
-) -> dict[str, Interaction]:
-    wanted = sorted(i for i in ids if i)
-    found: dict[str, Interaction] = {}
-    for start in range(0, len(wanted), _CHUNK):
-        query = select(Interaction).where(
-            Interaction.project_id == project_id,
-            Interaction.id.in_(wanted[start : start + _CHUNK]),
-        )
-        found.update({row.id: row for row in session.scalars(query)})
-    return found
-
-
-def _known_items(
-    session: Session,
-    project_id: int,
-    rows: list[Feedback],
-    interactions: dict[str, Interaction],
-) -> set[str]:
-    named: set[str] = set()
-    for row in rows:
-        for key in ("selected", "rejected", "items"):
-            named.update(row.payload.get(key) or [])
-    for interaction in interactions.values():
-        named.update((shown_item_ids(interaction.output) or [])[:1])
-    wanted = sorted(named)
-    known: set[str] = set()
-    for start in range(0, len(wanted), _CHUNK):
-        known.update(
-            session.scalars(
-                select(Item.item_id).where(
-                    Item.project_id == project_id, Item.item_id.in_(wanted[start : start + _CHUNK])
-                )
-            )
-        )
-    return known
 
 
 def merge_positives(signals: list[Signal]) -> Iterator[Example]:

@@ -3,14 +3,12 @@ arguments a config implies, the callback that reports to a `ProgressSink`, and w
 this machine can train in bf16.
 
 Under torchrun (see `fineloop.jobs.distributed`) every rank runs the same training; the
-Trainer sets up DDP from the environment. `is_main_process` says who writes files and
-`rank_zero_decides` keeps every rank on the same branch.
+Trainer sets up DDP from the environment. `fineloop.runtime.is_main_process` says who writes
+files and `rank_zero_decides` keeps every rank on the same branch.
 """
 
 from __future__ import annotations
 
-import os
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -25,25 +23,11 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from transformers.trainer_callback import PrinterCallback
 
 from fineloop.errors import Invalid
+from fineloop.runtime import device, world_size
 from fineloop.tasks.base import ProgressSink
 from fineloop.tasks.embedding.config import EmbeddingTrainConfig
-from fineloop.tasks.embedding.evaluate import PRIMARY, PerQueryEvaluator, device
+from fineloop.tasks.embedding.evaluate import PRIMARY, PerQueryEvaluator
 from fineloop.tasks.embedding.losses import LossSpec, build_loss
-
-
-@cache
-def supports_bf16() -> bool:
-    """CUDA with bf16, or a CPU whose flags show native bf16 math (AVX-512 BF16 or AMX);
-    elsewhere bf16 autocast is emulated and slower than fp32."""
-    import torch
-
-    if torch.cuda.is_available():
-        return bool(torch.cuda.is_bf16_supported())
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 class SinkCallback(TrainerCallback):
@@ -190,39 +174,3 @@ def fit_run(
         "resumed_from": resume.name if resume is not None else None,
         "world_size": args.world_size,
     }
-
-
-def last_checkpoint(checkpoints: Path) -> Path | None:
-    """The newest complete checkpoint an earlier run left in `checkpoints` (the Trainer
-    writes trainer_state.json last, so a run killed while saving leaves none there)."""
-    found = [
-        (int(path.name.rpartition("-")[2]), path)
-        for path in checkpoints.glob("checkpoint-*")
-        if path.name.rpartition("-")[2].isdigit() and (path / "trainer_state.json").is_file()
-    ]
-    return max(found)[1] if found else None
-
-
-def world_size() -> int:
-    """Processes training together (torchrun's WORLD_SIZE; 1 without a launcher)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def is_main_process() -> bool:
-    """Whether this process writes files and scores models: always, except on the ranks
-    other than 0 of a distributed run (they only train alongside)."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def rank_zero_decides(decision: bool) -> bool:
-    """Rank 0's decision on every rank, so that all take the same branch: a rank that
-    trained again alone would wait for the others forever. Also a meeting point: when it
-    returns, every rank is done with the run's checkpoints (rank 0 then deletes them)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return decision
-    dist.barrier()
-    box: list[object] = [decision]
-    dist.broadcast_object_list(box, src=0)
-    return bool(box[0])

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from fineloop.data.splits import QueryGroups
 from fineloop.errors import Invalid
 from fineloop.tasks.embedding.examples import Example
 from fineloop.tasks.embedding.rows import group_positives
-from fineloop.tasks.embedding.splits import QueryGroups
 
 _SIMILARITY_BUDGET = 1 << 25  # floats in one query-batch x corpus similarity block (128 MiB)
 

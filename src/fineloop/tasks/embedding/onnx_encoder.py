@@ -10,7 +10,7 @@ not only the ones an export library knows. The graph is cached under `cache_root
 model folder's content, so a version is exported once per machine, not per load. Texts are
 turned into tensors by the model's own `preprocess`, so truncation and special tokens are
 the model's. Whether the graph may serve is not decided here: the caller compares it with
-torch on a probe batch first (`EmbeddingPredictor.prepare_for_serving`).
+torch on a probe batch first (`EmbeddingPredictor.choose_encoder`).
 """
 
 from __future__ import annotations

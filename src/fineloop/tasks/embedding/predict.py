@@ -16,7 +16,7 @@ batch agrees with fp32 to a cosine of at least `BF16_MIN_COSINE`; the default is
 per OS thread, so a cap set once in another thread would miss request threads that already
 ran torch. It also sizes ONNX Runtime's pool.
 
-ONNX: `prepare_for_serving` moves encoding to ONNX Runtime (`onnx_encoder`) when the
+ONNX: `choose_encoder` moves encoding to ONNX Runtime (`onnx_encoder`) when the
 exported graph gives torch's vectors on the probe batch (cosine >= `ONNX_MIN_COSINE`);
 MiniLM agrees to 0.9999999 and encodes a query about 3x faster on this CPU.
 """
@@ -32,11 +32,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from fineloop.runtime import bf16_supported
 from fineloop.threads import limit_threads
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
+    from fineloop.config import Settings
     from fineloop.tasks.embedding.onnx_encoder import OnnxEncoder
 
 Precision = Literal["fp32", "bf16", "auto"]
@@ -52,16 +54,6 @@ _PROBE = [
     "lost a black leather wallet near the central station on friday evening",
     "refund",
 ]
-
-
-def bf16_supported(device: str) -> bool:
-    import torch
-
-    if device.startswith("cuda"):
-        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-    if device == "cpu":
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return False
 
 
 class EmbeddingPredictor:
@@ -102,7 +94,12 @@ class EmbeddingPredictor:
         """How `encode` runs: "onnx", "torch-fp32" or "torch-bf16"."""
         return "onnx" if self.onnx is not None else f"torch-{self.precision}"
 
-    def prepare_for_serving(self, backend: Backend, cache_root: Path) -> str:
+    def prepare_for_serving(self, settings: Settings) -> None:
+        """The task contract's warm-up: the thread cap and encoder the settings ask for."""
+        self.threads = settings.serving_threads
+        self.choose_encoder(settings.serving_backend, settings.data_dir / "onnx")
+
+    def choose_encoder(self, backend: Backend, cache_root: Path) -> str:
         """Switch to the fastest encoding that gives this model's own vectors: ONNX Runtime
         when its graph agrees with torch (unless `backend` is "torch"), else bf16 autocast
         when that agrees. "onnx" makes a graph that cannot be used an error."""

@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from fineloop.data.splits import SPLITS, QueryGroups
 from fineloop.tasks.embedding.examples import Example, Signal
-from fineloop.tasks.embedding.splits import SPLITS, QueryGroups
 
 
 def group_positives(examples: Iterable[Example], groups: QueryGroups) -> dict[str, set[str]]:

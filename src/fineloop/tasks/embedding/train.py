@@ -26,26 +26,25 @@ from transformers import EarlyStoppingCallback
 
 import fineloop
 from fineloop.errors import Invalid
+from fineloop.runtime import (
+    device,
+    is_main_process,
+    last_checkpoint,
+    rank_zero_decides,
+    supports_bf16,
+)
 from fineloop.tasks.base import JobCancelled, ProgressSink
 from fineloop.tasks.embedding.config import EmbeddingTrainConfig
 from fineloop.tasks.embedding.evaluate import (
     PRIMARY,
     PerQueryEvaluator,
-    device,
     ir_evaluator,
     read_corpus,
     read_pairs,
     short_metrics,
     snapshot_info,
 )
-from fineloop.tasks.embedding.fit import (
-    SinkCallback,
-    fit_run,
-    is_main_process,
-    last_checkpoint,
-    rank_zero_decides,
-    supports_bf16,
-)
+from fineloop.tasks.embedding.fit import SinkCallback, fit_run
 from fineloop.tasks.embedding.losses import Negatives, get_loss
 
 VALIDATION = "validation"

@@ -1,0 +1,168 @@
+"""Every installed task family through the whole loop, with no family-specific code here
+beyond how to make its feedback: build from feedback → train → evaluate with the metric's
+direction → register → gate → serve the champion → feedback on what was served.
+
+A new family joins by adding its cases to CASES (and its entry point to the package).
+The fake families (tests/jobs/jobs_fake_task.py) are plugins: `fake` is judged by a score
+(higher is better), `fake-loss` by an error (lower is better), so a gate that assumed a
+direction would promote the worse `fake-loss` model and keep the better one out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from jobs_fake_task import make_model
+
+from fineloop import artifacts
+from fineloop.config import Settings
+from fineloop.data import read_project
+from fineloop.jobs import store as jobs
+from fineloop.jobs.runner import execute
+from fineloop.jobs.sink import StoreSink
+from fineloop.registry.versions import list_versions, resolve
+from fineloop.store import Store
+from fineloop.store.projects import get_project
+from fineloop.tasks import available, get_task
+from fineloop.tasks.base import Predictor, Task
+from handmade_snapshot import ITEMS, QUERIES
+
+EMBEDDING_TRAIN = {
+    "epochs": 4,
+    "batch_size": 8,
+    "learning_rate": 1e-3,
+    "warmup_ratio": 0.0,
+    "precision": "fp32",
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    task: str
+    train: dict[str, Any]
+    better: bool | None  # whether the candidate is surely better; None: not known ahead
+
+
+CASES = [
+    Case("embedding", EMBEDDING_TRAIN, None),
+    Case("fake", {"gain": 0.15}, True),
+    Case("fake", {"gain": -0.15}, False),
+    Case("fake-loss", {"gain": 0.15}, True),
+    Case("fake-loss", {"gain": -0.15}, False),
+]
+
+
+def test_every_installed_family_has_a_case() -> None:
+    assert {case.task for case in CASES} == set(available())
+
+
+def seed(client: TestClient, case: Case, tmp_path: Path, tiny_model: Path) -> str:
+    """The family's project with enough feedback to train; returns its name."""
+    name = case.task.replace("-", "")
+    if case.task == "embedding":
+        base = str(tiny_model)
+        queries = [(item, query) for item, texts in QUERIES.items() for query in texts]
+    else:
+        base = str(make_model(tmp_path / f"{name}-base", 0.5))
+        queries = [(f"item-{i}", f"query number {i}") for i in range(18)]
+    created = client.post(
+        "/v1/projects",
+        json={
+            "name": name,
+            "task": case.task,
+            "base_model": base,
+            "training_policy": {"train": case.train, "bootstrap_samples": 300},
+        },
+    )
+    assert created.status_code == 201, created.text
+    if case.task == "embedding":  # items go in after the project exists
+        items = [{"id": k, "text": v} for k, v in ITEMS.items()]
+        assert client.put(f"/v1/projects/{name}/items", json={"items": items}).is_success
+    events = [{"kind": "label", "input": query, "items": [item]} for item, query in queries]
+    sent = client.post(f"/v1/projects/{name}/feedback/batch", json={"events": events})
+    assert sent.is_success, sent.text
+    return name
+
+
+def train(store: Store, settings: Settings, name: str) -> jobs.Job:
+    with store.write() as session:
+        job = jobs.create_job(session, get_project(session, name), "train", {}, claimed_by="t")
+    execute(store, settings, job.id, StoreSink(store, job.id))
+    with store.read() as session:
+        return jobs.get_job(session, job.id)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.task}-{c.train.get('gain', 'real')}")
+def test_the_loop_runs_every_family(
+    case: Case,
+    client: TestClient,
+    store: Store,
+    settings: Settings,
+    tmp_path: Path,
+    tiny_model: Path,
+) -> None:
+    task: Task = get_task(case.task)
+    name = seed(client, case, tmp_path, tiny_model)
+    task.check_trainable(read_project(store, name))  # enough data: no error
+
+    job = train(store, settings, name)
+
+    assert job.state == "succeeded", job.error
+    with store.read() as session:
+        project = get_project(session, name)
+        v1 = list_versions(session, project.id)[-1]
+        champion = resolve(session, project, "champion")
+    metrics, gate = v1.metrics, v1.gate
+    assert v1.number == 1 and metrics["primary"] == task.primary_metric
+    assert metrics["higher_is_better"] is task.greater_is_better
+    candidate, base = (
+        metrics["candidate"][task.primary_metric],
+        metrics["base"][task.primary_metric],
+    )
+    improved = candidate > base if task.greater_is_better else candidate < base
+    if case.better is not None:
+        assert improved is case.better
+        assert gate["passed"] is case.better, gate["reason"]
+        assert (champion.number == 1) is case.better
+    else:
+        assert gate["passed"] is (champion.number == 1)
+    if not task.greater_is_better:
+        assert "lower is better" in gate["reason"]
+
+    # serve: the champion loads through the contract and is made ready before requests
+    predictor = task.load(artifacts.fetch(settings, champion.artifact_uri))
+    assert isinstance(predictor, Predictor)
+    predictor.prepare_for_serving(settings)
+
+    # feedback on what was served comes back to the next build with its lineage
+    if case.task == "embedding":
+        served = client.post(f"/v1/projects/{name}/search", json={"query": "reset my password"})
+        assert served.status_code == 200, served.text
+        interaction = served.json()["interaction_id"]
+        assert served.json()["model_version"] == f"v{champion.number}"
+    else:
+        interaction = "served-1"
+        logged = client.post(
+            f"/v1/projects/{name}/interactions",
+            json={
+                "id": interaction,
+                "input": "query number 1",
+                "output": {"score": 0.5},
+                "model_version": f"v{champion.number}",
+            },
+        )
+        assert logged.is_success, logged.text
+    thumb = client.post(
+        f"/v1/projects/{name}/feedback",
+        json={"kind": "thumb", "interaction_id": interaction, "value": "up"},
+    )
+    assert thumb.is_success, thumb.text
+    record = read_project(store, name).feedback[-1]
+    assert record.kind == "thumb" and record.interaction is not None
+    assert record.interaction.id == interaction
+    assert record.interaction.model_version == f"v{champion.number}"
+    assert record.trainable and record.effective_reward > 0
