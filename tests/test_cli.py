@@ -227,3 +227,10 @@ def _wait_healthy(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
         except httpx.HTTPError:
             time.sleep(0.1)
     raise AssertionError(f"server did not start: {log.read_text()}")
+
+
+def test_tasks_lists_every_installed_family_with_its_direction(run: Run) -> None:
+    out = ok(run("tasks"))
+
+    assert "embedding" in out and "ndcg@10" in out
+    assert "fake-loss" in out and "error" in out and "lower" in out

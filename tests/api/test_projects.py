@@ -155,3 +155,15 @@ def test_patching_the_description_leaves_stored_rewards_alone(
 
     assert list(stored_rewards(store).values()) == [0.5]
     assert client.get(f"/v1/projects/{project}").json()["reward_policy"]["thumb_up"] == 0.5
+
+
+def test_a_task_family_that_is_not_installed_is_a_422_naming_the_installed_ones(
+    client: TestClient,
+) -> None:
+    response = client.post("/v1/projects", json={"name": "chat", "task": "generation"})
+
+    assert response.status_code == 422
+    message = response.json()["message"]
+    assert "'generation' is installed" in message or "no task 'generation'" in message
+    assert "embedding" in message and "fake" in message  # the test plugins count too
+    assert client.get("/v1/projects").json() == []
