@@ -9,9 +9,11 @@ gate on a loss never promotes the worse model.
 
 from __future__ import annotations
 
-import random
 from dataclasses import asdict, dataclass
 from typing import Any
+
+# Indices drawn per block of resamples: ~2 MB of int64, cache-sized (measured fastest).
+_BLOCK_ELEMENTS = 250_000
 
 
 @dataclass(frozen=True)
@@ -37,16 +39,32 @@ class GateDecision:
 def paired_bootstrap(
     candidate: list[float], champion: list[float], *, samples: int = 1000, seed: int = 13
 ) -> Interval:
-    """95% percentile interval of mean(candidate - champion), resampling examples."""
+    """95% percentile interval of mean(candidate - champion), resampling examples.
+
+    Vectorised with numpy: resamples are drawn in blocks of index rows (about
+    ``_BLOCK_ELEMENTS`` indices at a time, small enough to stay in cache, which is faster
+    than one huge matrix and keeps memory flat), so 100,000 resamples over 1,000 examples
+    take a fraction of a second. Seeded, so the same inputs give the same interval.
+    """
     if len(candidate) != len(champion) or not candidate:
         raise ValueError("both models need scores on the same, non-empty list of examples")
-    differences = [c - b for c, b in zip(candidate, champion, strict=True)]
-    n = len(differences)
-    rng = random.Random(seed)
-    means = sorted(sum(differences[rng.randrange(n)] for _ in range(n)) / n for _ in range(samples))
-    low = means[int(0.025 * (samples - 1))]
-    high = means[round(0.975 * (samples - 1))]
-    return Interval(mean=sum(differences) / n, low=low, high=high, samples=samples)
+    if samples < 1:
+        raise ValueError("samples must be at least 1")
+    import numpy as np  # imported here so that importing the gate stays cheap
+
+    differences = np.asarray(candidate, dtype=np.float64) - np.asarray(champion, dtype=np.float64)
+    n = differences.size
+    rng = np.random.default_rng(seed)
+    means = np.empty(samples, dtype=np.float64)
+    rows = max(1, _BLOCK_ELEMENTS // n)
+    for start in range(0, samples, rows):
+        count = min(rows, samples - start)
+        picks = rng.integers(0, n, size=(count, n))
+        means[start : start + count] = differences[picks].mean(axis=1)
+    means.sort()
+    low = float(means[int(0.025 * (samples - 1))])
+    high = float(means[round(0.975 * (samples - 1))])
+    return Interval(mean=float(differences.mean()), low=low, high=high, samples=samples)
 
 
 def improvement_interval(
