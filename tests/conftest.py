@@ -46,6 +46,9 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in list(os.environ):
         if name.startswith("FINELOOP_") and name != "FINELOOP_TEST_POSTGRES":
             monkeypatch.delenv(name)
+    # Requests wait for index builds and model loads (the default answers 503 after 2 s);
+    # tests of the 503 itself set 0.
+    monkeypatch.setenv("FINELOOP_SERVING_WAIT_SECONDS", "60")
     monkeypatch.chdir(tmp_path)
 
 

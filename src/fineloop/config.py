@@ -71,6 +71,28 @@ class Settings(BaseSettings):
         "exported graph gives torch's vectors (about 3x faster per query on a CPU), else "
         "torch; onnx = require it; torch = never export. Graphs are cached in data_dir/onnx.",
     )
+    serving_wait_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        le=600,
+        description="How long a search, select or embeddings request waits for an index "
+        "build or model load that is not finished; past it the answer is 503 with "
+        "Retry-After and the build's progress (the SDK waits and retries).",
+    )
+    max_embedding_inputs: int = Field(
+        default=2048,
+        ge=1,
+        le=100_000,
+        description="Most texts one POST /v1/embeddings request may carry (422 beyond).",
+    )
+    max_embedding_chars: int = Field(
+        default=1_000_000,
+        ge=1,
+        le=100_000_000,
+        description="Most characters all texts of one POST /v1/embeddings request may "
+        "carry together (422 beyond). Each text is also cut to 16 characters per token of "
+        "the model's max_seq_length before tokenizing, since the model reads no further.",
+    )
     train_nproc: int = Field(
         default=1,
         ge=1,

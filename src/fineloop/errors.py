@@ -56,6 +56,28 @@ class TooLarge(FineloopError):
     code = "too_large"
 
 
+class NotReady(FineloopError):
+    """Not ready yet (an index building, a model loading): nothing was done, so the same
+    request may be sent again after `retry_after` seconds. `progress` says how far along."""
+
+    status = 503
+    code = "not_ready"
+
+    def __init__(
+        self, message: str, *, retry_after: int, progress: dict[str, Any], field: str | None = None
+    ) -> None:
+        super().__init__(message, field=field)
+        self.retry_after = max(1, int(retry_after))
+        self.progress = progress
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+    def body(self) -> dict[str, Any]:
+        return super().body() | {"retry_after": self.retry_after, "progress": self.progress}
+
+
 class Unauthorized(FineloopError):
     status = 401
     code = "unauthorized"

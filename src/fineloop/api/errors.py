@@ -29,7 +29,8 @@ def install(app: FastAPI) -> None:
 
 async def _domain_error(_request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, FineloopError)
-    return JSONResponse(error.body(), status_code=error.status)
+    headers = getattr(error, "headers", None)  # NotReady: Retry-After
+    return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
 
 async def _validation_error(_request: Request, error: Exception) -> JSONResponse:

@@ -2,7 +2,9 @@
 
 `search` and `select` log an interaction on the server and answer its `interaction_id`;
 attach the user's answer to it (`client.selection`, `client.thumb`, `client.send_feedback`).
-They are not retried once sent: a repeat would log the interaction twice.
+They are not retried once sent (a repeat would log the interaction twice), except after a
+503 with Retry-After (the index or model is not ready; nothing was logged): those are sent
+again after the pause the server asks for, until the client's timeout.
 
 `select` picks items for a request ("select the walls"); `selection` (a feedback call)
 stores what the user kept and turned down on that interaction:
@@ -59,6 +61,17 @@ class SearchCalls:
         if max is not None:
             body["max"] = max
         return self._t.obj("POST", f"{project_path(project)}/select", body=body)
+
+    def index_status(self, project: str) -> dict[str, Any]:
+        """The project's indexes on the server: per version `state` (queued, loading_model,
+        indexing, ready, failed, not_built), `items_indexed` of `items_total`, `seconds`."""
+        return self._t.obj("GET", f"{project_path(project)}/index")
+
+    def build_index(self, project: str, version: str | int | None = None) -> dict[str, Any]:
+        """Start building the version's index (default: the champion) in the background;
+        answers `index_status`. Searches wait for it (up to the client's timeout) anyway."""
+        path = f"{project_path(project)}/index"
+        return self._t.obj("POST", path, params={"version": version}, idempotent=True)
 
     def calibration(self, project: str, version: str | int | None = None) -> dict[str, Any]:
         """The score calibration the version (default: champion) serves with: `method`

@@ -2,7 +2,9 @@
 
 A call is retried only when repeating it cannot store anything twice: reads, PUT/PATCH/DELETE,
 and writes whose rows all carry ids or idempotency keys. A refused connection is retried for
-every call, since nothing reached the server.
+every call, since nothing reached the server. A 503 with Retry-After (an index still
+building, a model loading: the server did nothing) is sent again after the pause it asks
+for, for every call, until the client's timeout is spent; then its error is raised.
 """
 
 from __future__ import annotations
@@ -31,12 +33,20 @@ class FineloopError(Exception):
     `code` is the server's error code ("not_found", "invalid_rows", ...), `body` its whole
     JSON answer; for a rejected batch, `invalid_rows` lists the rows at fault."""
 
-    def __init__(self, status: int, code: str, message: str, body: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        body: Mapping[str, Any],
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.body = dict(body)
+        self.retry_after = retry_after  # seconds, from a 503's Retry-After header
 
     @property
     def invalid_rows(self) -> list[dict[str, Any]]:
@@ -58,7 +68,13 @@ def error_of(response: httpx.Response) -> FineloopError:
         body = {"error": "http_error", "message": text}
     message = str(body.get("message") or body.get("detail") or response.reason_phrase)
     code = str(body.get("error") or "http_error")
-    return FineloopError(response.status_code, code, message, body)
+    retry_after = None
+    if response.status_code == 503:
+        try:
+            retry_after = max(0.0, float(response.headers.get("retry-after", "")))
+        except ValueError:  # absent, or an HTTP date: no promise to retry on
+            retry_after = None
+    return FineloopError(response.status_code, code, message, body, retry_after)
 
 
 def encode(value: Any) -> bytes:
@@ -94,6 +110,7 @@ class Transport:
         self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
         self.retries = retries
         self.backoff = backoff
+        self.timeout = timeout
 
     def call(
         self,
@@ -124,7 +141,20 @@ class Transport:
                 raise error_of(response)
             return response.json() if response.content else None
 
-        return self.retrying(attempt, idempotent=idempotent)
+        return self.waiting(lambda: self.retrying(attempt, idempotent=idempotent))
+
+    def waiting(self, send: Callable[[], T]) -> T:
+        """`send` again while the server answers 503 with Retry-After (it did nothing),
+        after the pause it asks for, until `timeout` seconds have passed."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                return send()
+            except FineloopError as error:
+                left = deadline - time.monotonic()
+                if error.retry_after is None or left <= 0:
+                    raise
+                time.sleep(min(max(error.retry_after, 0.05), left))
 
     def obj(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
         """`call` expecting a JSON object; reads are idempotent unless told otherwise."""
@@ -167,8 +197,8 @@ class Transport:
                         {},
                     ) from error
             except FineloopError as error:
-                if tries == self.retries or not idempotent:
-                    raise
+                if tries == self.retries or not idempotent or error.retry_after is not None:
+                    raise  # a Retry-After is `waiting`'s to honour
                 if error.status not in _RETRYABLE_STATUS:
                     raise
             time.sleep(self.backoff * 2**tries)

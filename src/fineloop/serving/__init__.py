@@ -38,7 +38,8 @@ def _existing(app: Any) -> ServingState | None:
 
 def items_changed(app: Any, project: str, item_ids: Iterable[str] | None = None) -> None:
     """After items were upserted: cached indexes re-embed them before their next search
-    (`None`: ids unknown, e.g. a file import; the indexes resync with the store)."""
+    (`None`: ids unknown, e.g. a file import; the indexes resync with the store); a project
+    not served yet has its champion's index built in the background."""
     state = _existing(app)
     if state is None:
         return
@@ -46,6 +47,7 @@ def items_changed(app: Any, project: str, item_ids: Iterable[str] | None = None)
         state.changes.record_all(project)
     else:
         state.changes.record(project, item_ids)
+    state.items_arrived(project)
 
 
 def feedback_changed(app: Any, project: str) -> None:

@@ -1,4 +1,5 @@
-"""A single background worker for serving chores: index rebuilds, resyncs, calibration refits.
+"""A single background worker for serving chores: resyncs, saves, calibration refits (and,
+in workers of their own, index builds and model loads, so a long build delays no chore).
 
 One daemon thread, started on demand and gone after `IDLE_SECONDS` without work, so an app
 that never serves (or a test) leaves no thread behind and needs no shutdown hook. Chores run
@@ -17,7 +18,8 @@ IDLE_SECONDS = 10.0
 
 
 class Background:
-    def __init__(self) -> None:
+    def __init__(self, name: str = "fineloop-serving") -> None:
+        self.name = name
         self._queue: queue.Queue[Callable[[], None]] = queue.Queue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -26,9 +28,7 @@ class Background:
         with self._lock:
             self._queue.put(chore)
             if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="fineloop-serving", daemon=True
-                )
+                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
                 self._thread.start()
 
     def join(self) -> None:

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from fineloop.serving.index import VectorIndex
 from fineloop.serving.persist import VectorCache, text_key
@@ -78,13 +78,23 @@ class Catalog:
         self.dirty = False  # vectors changed since the cache was last written
         self.catching_up = False  # a background refresh is queued or running
         self.applied_seq = 0
+        self.total: int | None = None  # items load_all will store (progress of a build)
         self.synced_at = time.monotonic()
         self.lock = threading.Lock()  # one refresh at a time; searches don't take it
 
     def __len__(self) -> int:
         return len(self.index)
 
+    @property
+    def loaded(self) -> int:
+        """Items in the index so far (grows while load_all runs)."""
+        return len(self.index)
+
     def load_all(self, store: Store) -> None:
+        with store.read() as session:
+            self.total = session.scalar(
+                select(func.count()).select_from(Item).where(Item.project_id == self.project_id)
+            )
         after = 0
         while True:
             with store.read() as session:

@@ -127,7 +127,7 @@ def _query_vector(state: ServingState, served: Served, text: str) -> np.ndarray:
             f"with PUT /v1/projects/{served.project.name}/items",
             field="project",
         )
-    vector: np.ndarray = state.predictor(served.version).encode([text])[0]
+    vector: np.ndarray = state.ready_predictor(served.version).encode([text])[0]
     return vector
 
 

@@ -7,7 +7,13 @@ in the background while the old one keeps answering (its version is what the res
 the logged interaction report), then the project's active slot is swapped in one
 assignment. A rollout variant's version gets a slot of its own, built in the background
 the same way (`serve_ready`; the champion answers until it is ready) and kept from eviction
-while requests use it. Nothing here imports torch until a model is loaded.
+while requests use it.
+
+No request waits on a long build: a version without an index (the first search of a
+project, a version named in the request) is built by the `builder` worker, and the request
+waits at most `serving_wait_seconds` before answering 503 with Retry-After and the build's
+progress (progress.py); the same for a model loaded for embeddings (`ready_predictor`).
+`status` reports every build. Nothing here imports torch until a model is loaded.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -32,6 +38,7 @@ from fineloop.serving.catalog import Catalog, VersionRef
 from fineloop.serving.changes import ChangeLog
 from fineloop.serving.memory import FeedbackMemory
 from fineloop.serving.persist import VectorCache
+from fineloop.serving.progress import Build, wait_for
 from fineloop.serving.slot import Served, Slot, refit, refit_due
 from fineloop.serving.versions import TASK, ProjectRef, served_version
 from fineloop.store import Store
@@ -59,15 +66,19 @@ class ServingState:
         self.store = store
         self.settings = settings
         self.background = Background()
+        self.builder = Background("fineloop-index")  # index builds, one at a time
+        self.loader = Background("fineloop-model")  # model loads for embeddings
         self.changes = ChangeLog()
         self._lock = threading.Lock()
         self._loading = threading.Lock()
         self._predictors: OrderedDict[int, EmbeddingPredictor] = OrderedDict()
         self._slots: dict[tuple[int, int], Slot] = {}
         self._building: dict[tuple[int, int], Future[Slot]] = {}
+        self._builds: dict[tuple[int, int], Build] = {}  # the latest build of each slot
+        self._loads: dict[int, tuple[Future[EmbeddingPredictor], Build]] = {}
         self._active: dict[int, int] = {}
         self._pinned: dict[tuple[int, int], float] = {}  # rollout variants' slots: last use
-        self._failed: dict[tuple[int, int], float] = {}
+        self._failed: dict[tuple[int, int], tuple[float, BaseException]] = {}
         self.rollouts = LiveRollouts(store, self.background, self.prepare)
         self._queries: OrderedDict[tuple[int, str], np.ndarray] = OrderedDict()
 
@@ -93,14 +104,15 @@ class ServingState:
             slot = self._slots.get(key)
             failed = self._failed.get(key)
         if slot is None:
-            if failed is None or now - failed > RETRY_SECONDS:
+            if failed is None or now - failed[0] > RETRY_SECONDS:
                 self._build_in_background(project, version, activate=False)
             return None
         self._freshen(slot, project)
         return Served(project, version, slot)
 
     def prepare(self, name: str) -> None:
-        """Start building the champion's slot in the background if another one serves."""
+        """Start building the champion's slot in the background (another one serves until
+        it is ready)."""
         try:
             project, version = served_version(self.store, name, None)
         except FineloopError:
@@ -109,6 +121,76 @@ class ServingState:
             serving = project.id in self._active
         if serving:
             self._champion_slot_version(project, version)
+        else:  # not served here yet: have the index ready for the first request
+            self._build_in_background(project, version, activate=False)
+
+    def items_arrived(self, name: str) -> None:
+        """Items were stored for a project this process does not serve yet: start building
+        its champion's index now, so the first search finds it ready (or nearly)."""
+        with self._lock:
+            if any(slot.project == name for slot in self._slots.values()):
+                return  # served: the change log brings its indexes up to date
+        try:
+            project, version = served_version(self.store, name, None)
+        except FineloopError:  # not an embedding project, gone, a base model that fails
+            return
+        with self._lock:
+            known = project.id in self._active or any(p == project.id for p, _ in self._builds)
+        if not known:
+            self._build_in_background(project, version)
+
+    def build(self, name: str, ref: str | None = None) -> dict[str, Any]:
+        """Start building the version's index (default: the champion) unless it is built
+        or building; answers the project's index status."""
+        project, version = served_version(self.store, name, ref)
+        self._build_in_background(project, version)
+        return self.status(name)
+
+    def status(self, name: str) -> dict[str, Any]:
+        """Every index this process holds or builds for the project, with its progress;
+        the champion is listed as "not_built" when nothing was started for it."""
+        project, champion = served_version(self.store, name, None)
+        with self._lock:
+            builds = [b for (p, _), b in self._builds.items() if p == project.id]
+            active = self._active.get(project.id)
+            building = {v for p, v in self._building if p == project.id}
+        versions = [b.public() | {"building": b.version.id in building} for b in builds]
+        if all(b.version.id != champion.id for b in builds):
+            versions.append({"version": champion.label, "state": "not_built", "progress": 0.0})
+        labels = {b.version.id: b.version.label for b in builds}
+        return {
+            "project": project.name,
+            "champion": champion.label,
+            "serving": labels.get(active) if active is not None else None,
+            "versions": sorted(versions, key=lambda v: int(str(v["version"])[1:])),
+        }
+
+    def ready_predictor(self, version: VersionRef) -> EmbeddingPredictor:
+        """The version's model; a model not loaded yet loads in the background while the
+        request waits at most `serving_wait_seconds` (then 503 with Retry-After)."""
+        with self._lock:
+            found = self._predictors.get(version.id)
+            if found is not None:
+                self._predictors.move_to_end(version.id)
+                return found
+            pending = self._loads.get(version.id)
+            mine = pending is None
+            if pending is None:
+                pending = self._loads[version.id] = (Future(), Build(version, "loading_model"))
+        future, build = pending
+        if mine:
+
+            def load() -> None:
+                try:
+                    future.set_result(self.predictor(version))
+                except BaseException as error:
+                    future.set_exception(error)
+                finally:
+                    with self._lock:
+                        self._loads.pop(version.id, None)
+
+            self.loader.submit(load)
+        return wait_for(future, self.settings.serving_wait_seconds, build, "the model")
 
     def predictor(self, version: VersionRef) -> EmbeddingPredictor:
         with self._lock:
@@ -172,45 +254,57 @@ class ServingState:
         return current.catalog.version
 
     def _slot(self, project: ProjectRef, version: VersionRef) -> Slot:
+        """The version's slot; one not built yet is built in the background while this
+        request waits up to `serving_wait_seconds` (then NotReady: 503 + Retry-After)."""
         key = (project.id, version.id)
         with self._lock:
             found = self._slots.get(key)
             if found is not None:
                 return found
-            future = self._building.get(key)
-            mine = future is None
-            if future is None:
-                future = self._building[key] = Future()
-        if mine:
-            self._build(project, version, future)
-        return future.result()
+            failed = None if key in self._building else self._failed.pop(key, None)
+        if failed is not None:  # the last build failed after its requests stopped waiting
+            raise failed[1]
+        future, build = self._build_in_background(project, version, activate=False)
+        return wait_for(future, self.settings.serving_wait_seconds, build, "the index")
 
     def _build_in_background(
         self, project: ProjectRef, version: VersionRef, *, activate: bool = True
-    ) -> None:
+    ) -> tuple[Future[Slot], Build]:
+        """Queue the slot's build unless it is built or building; its future and progress.
+        `activate`: the built slot becomes the one the project's champion requests use."""
         key = (project.id, version.id)
         with self._lock:
-            if key in self._slots or key in self._building:
-                return
-            future: Future[Slot] = Future()
-            self._building[key] = future
+            found = self._slots.get(key)
+            if found is not None:
+                done: Future[Slot] = Future()
+                done.set_result(found)
+                return done, self._builds.get(key) or Build(version, "ready")
+            future = self._building.get(key)
+            if future is not None:
+                return future, self._builds[key]
+            future = self._building[key] = Future()
+            build = self._builds[key] = Build(version)
 
-        def build() -> None:
-            self._build(project, version, future)
+        def run() -> None:
+            self._build(project, version, future, build)
             error = future.exception()
             with self._lock:
                 if error is None and activate:
                     self._active[project.id] = version.id
-                elif error is not None and not activate:
-                    self._failed[key] = time.monotonic()
-            if error is not None and not activate:
-                log.warning("index of %s for a rollout failed: %s", version.label, error)
+                elif error is not None:
+                    self._failed[key] = (time.monotonic(), error)
+            if error is not None:
+                log.warning("index of %s failed: %s", version.label, error)
 
-        self.background.submit(build)
+        self.builder.submit(run)
+        return future, build
 
-    def _build(self, project: ProjectRef, version: VersionRef, future: Future[Slot]) -> None:
+    def _build(
+        self, project: ProjectRef, version: VersionRef, future: Future[Slot], build: Build
+    ) -> None:
         key = (project.id, version.id)
         try:
+            build.state = "loading_model"
             predictor = self.predictor(version)
             seq = self.changes.seq()
             cache = VectorCache.for_version(
@@ -218,6 +312,7 @@ class ServingState:
             )
             catalog = Catalog(project.id, version, predictor, cache)
             catalog.applied_seq = seq
+            build.catalog, build.state = catalog, "indexing"
             catalog.load_all(self.store)
             if cache is not None:
                 cache.forget()
@@ -232,8 +327,12 @@ class ServingState:
             with self._lock:
                 self._slots[key] = slot
                 self._evict(project.id)
+            build.state, build.finished = "ready", time.monotonic()
             future.set_result(slot)
         except BaseException as error:
+            message = error.message if isinstance(error, FineloopError) else str(error)
+            build.state, build.finished = "failed", time.monotonic()
+            build.error = (message.strip().splitlines() or [type(error).__name__])[0][:300]
             future.set_exception(error)
         finally:
             with self._lock:
@@ -247,6 +346,7 @@ class ServingState:
         idle = [key for key in self._slots if key not in busy]
         for key in idle[:-MAX_IDLE_SLOTS] if len(idle) > MAX_IDLE_SLOTS else []:
             del self._slots[key]
+            self._builds.pop(key, None)
 
     # --- keeping a slot fresh ---------------------------------------------------------------
     def _freshen(self, slot: Slot, project: ProjectRef) -> None:

@@ -3,7 +3,12 @@
 `model` names the project, optionally with a version or alias: "faq", "faq:champion",
 "faq:v3". Errors use OpenAI's body, {"error": {"message", "type", "param", "code"}}, so
 OpenAI clients report them as they would OpenAI's own; the HTTP status is fineloop's (404
-unknown model, 422 invalid request, 401/403 keys).
+unknown model, 422 invalid request, 401/403 keys, 503 with Retry-After while the model
+loads).
+
+Cost is bounded before any tokenizing: at most `max_embedding_inputs` texts and
+`max_embedding_chars` characters per request (422 beyond), and each text is cut to what the
+model can read (16 characters per token of its max_seq_length, see predict.py).
 """
 
 from __future__ import annotations
@@ -18,13 +23,12 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from fineloop.api.deps import require
-from fineloop.errors import FineloopError, Invalid, NotFound, field_path
+from fineloop.config import Settings
+from fineloop.errors import FineloopError, Invalid, NotFound, NotReady, field_path
 from fineloop.serving import get_serving
 from fineloop.serving.versions import served_version
 
 router = APIRouter(tags=["openai-compatible"])
-MAX_INPUTS = 2048
-MAX_INPUT_CHARS = 100_000
 _check_key = require("ingest")
 
 
@@ -51,6 +55,10 @@ async def embeddings(request: Request) -> JSONResponse:
         _check_key(request)
         body = EmbeddingsRequest.model_validate(await _json(request))
         payload = await run_in_threadpool(_embed, request.app, body)
+    except NotReady as error:
+        response = _error(error.status, error.message, error.field, error.code)
+        response.headers.update(error.headers)
+        return response
     except FineloopError as error:
         return _error(error.status, error.message, error.field, error.code)
     except ValidationError as error:
@@ -67,7 +75,7 @@ async def _json(request: Request) -> Any:
         raise Invalid(f"the body is not valid JSON: {error}", field="body") from error
 
 
-def _texts(value: JsonValue) -> list[str]:
+def _texts(value: JsonValue, settings: Settings) -> list[str]:
     items = value if isinstance(value, list) else [value]
     if not items:
         raise Invalid("input is empty; send a string or a non-empty list of strings", field="input")
@@ -80,16 +88,23 @@ def _texts(value: JsonValue) -> list[str]:
     if not all(isinstance(i, str) for i in items):
         raise Invalid("input must be a string or a list of strings", field="input")
     texts = [str(i) for i in items]
-    if len(texts) > MAX_INPUTS:
-        raise Invalid(f"{len(texts)} inputs; at most {MAX_INPUTS} per request", field="input")
+    most = settings.max_embedding_inputs
+    if len(texts) > most:
+        raise Invalid(
+            f"{len(texts)} inputs; at most {most} per request (max_embedding_inputs): "
+            "split them over several requests",
+            field="input",
+        )
     for index, text in enumerate(texts):
         if not text:
             raise Invalid(f"input[{index}] is an empty string", field="input")
-        if len(text) > MAX_INPUT_CHARS:
-            raise Invalid(
-                f"input[{index}] has {len(text)} characters; at most {MAX_INPUT_CHARS}",
-                field="input",
-            )
+    chars, budget = sum(map(len, texts)), settings.max_embedding_chars
+    if chars > budget:
+        raise Invalid(
+            f"the inputs have {chars} characters together; at most {budget} per request "
+            "(max_embedding_chars): split them over several requests",
+            field="input",
+        )
     return texts
 
 
@@ -101,13 +116,13 @@ def _is_tokens(value: JsonValue) -> bool:
 
 
 def _embed(app: Any, body: EmbeddingsRequest) -> dict[str, Any]:
-    texts = _texts(body.input)
+    texts = _texts(body.input, app.state.settings)
     name, _, ref = body.model.partition(":")
     try:
         project, version = served_version(app.state.store, name, ref or None)
     except NotFound as error:
         raise NotFound(error.message, field="model") from error
-    predictor = get_serving(app).predictor(version)
+    predictor = get_serving(app).ready_predictor(version)
     vectors = predictor.encode(texts)
     if body.dimensions is not None:
         if body.dimensions > predictor.dimension:
@@ -136,7 +151,12 @@ def _encoded(vector: np.ndarray, encoding: str) -> list[float] | str:
 
 
 def _error(status: int, message: str, param: str | None, code: str) -> JSONResponse:
-    kinds = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}
+    kinds = {
+        401: "authentication_error",
+        403: "permission_error",
+        404: "not_found_error",
+        503: "server_error",
+    }
     body = {
         "error": {
             "message": message,

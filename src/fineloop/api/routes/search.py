@@ -35,6 +35,21 @@ def select_items(project: str, body: SelectRequest, serving: ServingDep) -> Sele
     return select(serving, project, body)
 
 
+@router.get("/index", dependencies=[Ingest])
+def index_status(project: str, serving: ServingDep) -> dict[str, Any]:
+    """The project's indexes in this server: per version its state (queued, loading_model,
+    indexing, ready, failed; not_built for a champion nothing was started for), items
+    embedded of the total, and seconds spent. Searches answer 503 until one is ready."""
+    return serving.status(project)
+
+
+@router.post("/index", dependencies=[Admin], status_code=202)
+def build_index(project: str, serving: ServingDep, version: str | None = None) -> dict[str, Any]:
+    """Start building the version's index (default: the champion) in the background, unless
+    it is built or building; answers the status as `GET .../index` does."""
+    return serving.build(project, version)
+
+
 @router.get("/calibration", dependencies=[Admin])
 def show_calibration(
     project: str, serving: ServingDep, version: str | None = None

@@ -111,6 +111,13 @@ class EmbeddingTrainConfig(BaseModel):
         ge=1,
         description="cached_mnrl only: examples encoded at once (memory), not the batch size.",
     )
+    report_to: list[str] = Field(
+        default_factory=list,
+        description="Experiment trackers the Trainer reports to: any of tensorboard, mlflow, "
+        "wandb, each needing its package installed where jobs run; [] reports to none. "
+        "TensorBoard writes under the job's folder (logs/<precision>); MLflow and W&B "
+        "follow their own settings (MLFLOW_TRACKING_URI, WANDB_PROJECT, ...).",
+    )
 
     @field_validator("loss")
     @classmethod
@@ -121,6 +128,13 @@ class EmbeddingTrainConfig(BaseModel):
         if value not in known:
             raise ValueError(f"unknown loss {value!r}; valid: {', '.join(sorted(known))}")
         return value
+
+    @field_validator("report_to")
+    @classmethod
+    def _installed_reporters(cls, value: list[str]) -> list[str]:
+        from fineloop.integrations import check_report_to
+
+        return check_report_to(value)
 
     @field_validator("matryoshka_dims")
     @classmethod

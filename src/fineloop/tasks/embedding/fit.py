@@ -122,10 +122,26 @@ def arguments(
         greater_is_better=True,
         logging_steps=config.logging_steps,
         logging_first_step=True,
-        report_to="none",
+        report_to=trainer_reporters(config) or "none",
         disable_tqdm=True,
         dataloader_pin_memory=False,
     )
+
+
+def trainer_reporters(config: EmbeddingTrainConfig) -> list[str]:
+    """The trackers the Trainer sets up itself; TensorBoard is added by `fit_run` instead,
+    so that its event files land in the job's folder rather than the checkpoint folder,
+    which is deleted once the model is published."""
+    return [name for name in config.report_to if name != "tensorboard"]
+
+
+def tensorboard_callback(logs: Path) -> TrainerCallback:
+    """transformers' TensorBoard callback, writing its event files to `logs`."""
+    from transformers.integrations.integration_utils import TensorBoardCallback
+
+    callback = TensorBoardCallback()  # type: ignore[no-untyped-call]
+    callback.logging_dir = str(logs)
+    return callback
 
 
 def fit_run(
@@ -139,9 +155,11 @@ def fit_run(
     bf16: bool,
     callbacks: list[TrainerCallback],
     resume: Path | None = None,
+    logs: Path | None = None,
 ) -> dict[str, Any]:
     """Train in place (the best checkpoint is loaded back into `model`); return a summary
-    of the trainer state for the artifact's stamp. `resume`: a checkpoint to go on from."""
+    of the trainer state for the artifact's stamp. `resume`: a checkpoint to go on from;
+    `logs`: where TensorBoard writes, when the config reports to it."""
     world = world_size()
     if world > 1 and len(rows) < world * config.batch_size:  # DDP drops incomplete batches
         raise Invalid(
@@ -151,6 +169,8 @@ def fit_run(
             field="nproc",
         )
     args = arguments(config, spec, checkpoints, bf16=bf16, evaluate=validation is not None)
+    if "tensorboard" in config.report_to:
+        callbacks = [*callbacks, tensorboard_callback(logs or checkpoints / "runs")]
     trainer = SentenceTransformerTrainer(
         model=model,
         args=args,

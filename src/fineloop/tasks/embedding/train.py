@@ -100,6 +100,7 @@ def train(
             bf16=bf16,
             callbacks=callbacks,
             resume=resume,
+            logs=out_dir / "logs" / label,  # kept: published with the model folder
         )
         if callback.cancelled:
             raise JobCancelled("training was cancelled")
