@@ -42,7 +42,9 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def _isolated_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     for name in list(os.environ):
         if name.startswith("FINELOOP_") and name != "FINELOOP_TEST_POSTGRES":
             monkeypatch.delenv(name)
@@ -50,6 +52,9 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # tests of the 503 itself set 0.
     monkeypatch.setenv("FINELOOP_SERVING_WAIT_SECONDS", "60")
     monkeypatch.chdir(tmp_path)
+    # Tests build tiny models in pytest's temp folders and use them as base models, which
+    # must lie under the models root: the session's base temp holds them all.
+    monkeypatch.setenv("FINELOOP_MODELS_ROOT", str(tmp_path_factory.getbasetemp()))
 
 
 @pytest.fixture(scope="session")
@@ -132,6 +137,8 @@ class LiveServer:
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("FINELOOP_")}
         env["FINELOOP_DATA_DIR"] = str(settings.data_dir)
+        if settings.models_root:
+            env["FINELOOP_MODELS_ROOT"] = str(settings.models_root)
         if settings.database_url:
             env["FINELOOP_DATABASE_URL"] = settings.database_url
         env.update(extra_env or {})

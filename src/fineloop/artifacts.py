@@ -7,12 +7,13 @@ uploads the files and writes a completion marker last (see `artifacts_remote`); 
 download a published folder into a local cache keyed by its location and upload, so the
 ML libraries always read local files. `file://` URLs are local folders.
 
-Locations are strings: a local path or a URL. Hub ids and plain paths pass through `fetch`
-unchanged, so a version whose artifact is a base model name keeps working.
+Locations are strings: a local path or a URL. A version whose artifact is a base model
+name (v0) is read through `base_models.resolve`, with the same limits as any base model.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from pathlib import Path
@@ -98,12 +99,28 @@ def publish(settings: Settings, scratch: Path, final: str) -> str:
 
 def fetch(settings: Settings, uri: str) -> str:
     """A local path to read the artifact at `uri` from: the path itself on a local root,
-    a cached download of a published folder on a URL root; hub ids are returned as given."""
+    a cached download of a published folder on a URL root. Anything not under the artifact
+    root is a base model (a v0 version, a project's base): `base_models.resolve` decides
+    whether it may be loaded (models root, packaged models, hub ids; safetensors only)."""
     if not is_remote(uri):
-        return local_path(uri)
+        path = local_path(uri)
+        if _under_artifact_root(settings, path):
+            return path
+        from fineloop import base_models
+
+        return base_models.resolve(settings, path)
     from fineloop.artifacts_remote import download
 
     return str(download(settings, uri))
+
+
+def _under_artifact_root(settings: Settings, path: str) -> bool:
+    """Whether a local path lies in the folders fineloop writes artifacts to."""
+    if not Path(path).is_absolute():
+        return False
+    target = Path(os.path.normpath(path))
+    folder = root(settings)
+    return target.is_relative_to(folder) or target.is_relative_to(folder.resolve())
 
 
 def remove(settings: Settings, uri: str) -> None:

@@ -57,6 +57,17 @@ class Settings(BaseSettings):
         description="With a URL artifact_root: copy a training job's checkpoints there while "
         "it trains, so a retry on another machine resumes instead of starting over.",
     )
+    models_root: Path | None = Field(
+        default=None,
+        description="The only folder base models may be read from (besides the packaged "
+        "all-MiniLM-L6-v2 and hub ids); default data_dir/models. A base model path outside "
+        "it is refused without saying whether it exists.",
+    )
+    allow_pickle_weights: bool = Field(
+        default=False,
+        description="Load base models whose weights are pickles (.bin, .pt, .ckpt) with no "
+        "safetensors beside them. Unpickling runs code: leave it off unless you trust them.",
+    )
     serving_threads: int | None = Field(
         default=None,
         ge=1,
@@ -169,6 +180,10 @@ class Settings(BaseSettings):
     @property
     def resolved_artifact_root(self) -> str:
         return self.artifact_root or str((self.data_dir / "artifacts").resolve())
+
+    @property
+    def resolved_models_root(self) -> Path:
+        return (self.models_root or self.data_dir / "models").resolve()
 
     @property
     def is_sqlite(self) -> bool:

@@ -18,6 +18,8 @@ class WorkerProcess:
     def __init__(self, settings: Settings, log: Path, *args: str, **env: str) -> None:
         environment = {k: v for k, v in os.environ.items() if not k.startswith("FINELOOP_")}
         environment["FINELOOP_DATA_DIR"] = str(settings.data_dir)
+        if settings.models_root:  # the tiny base models live under pytest's temp folders
+            environment["FINELOOP_MODELS_ROOT"] = str(settings.models_root)
         if settings.database_url:
             environment["FINELOOP_DATABASE_URL"] = settings.database_url
         environment |= env

@@ -7,7 +7,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from fineloop.cli.common import ConfigOption, console, opened_store
+from fineloop import base_models
+from fineloop.cli.common import ConfigOption, console, load_settings, opened_store
 from fineloop.feedback.rewards import RewardPolicy
 from fineloop.schemas import ProjectCreate
 from fineloop.store.projects import create_project, get_project, list_projects, project_public
@@ -43,8 +44,11 @@ def create(
     except ValueError as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from error
-    with opened_store(config) as store, store.write() as session:
-        created = project_public(create_project(session, spec))
+    with opened_store(config) as store:
+        if spec.base_model:  # refused here, with the API's message, before it is stored
+            base_models.check(load_settings(config), spec.base_model)
+        with store.write() as session:
+            created = project_public(create_project(session, spec))
     console.print(f"created project [bold]{created.name}[/bold] ({created.task})")
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from fineloop.api.deps import Admin, StoreDep
+from fineloop import base_models
+from fineloop.api.deps import Admin, SettingsDep, StoreDep
 from fineloop.feedback.stats import Bucket, reward_stats
 from fineloop.schemas import ProjectCreate, ProjectPublic, ProjectUpdate, RewardStats
 from fineloop.store.projects import (
@@ -20,7 +21,9 @@ router = APIRouter(prefix="/v1/projects", tags=["projects"], dependencies=[Admin
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-def create(spec: ProjectCreate, store: StoreDep) -> ProjectPublic:
+def create(spec: ProjectCreate, store: StoreDep, settings: SettingsDep) -> ProjectPublic:
+    if spec.base_model:
+        base_models.check(settings, spec.base_model)  # 422 before anything is stored
     with store.write() as session:
         return project_public(create_project(session, spec))
 
@@ -38,8 +41,12 @@ def show(project: str, store: StoreDep) -> ProjectPublic:
 
 
 @router.patch("/{project}")
-def update(project: str, change: ProjectUpdate, store: StoreDep) -> ProjectPublic:
+def update(
+    project: str, change: ProjectUpdate, store: StoreDep, settings: SettingsDep
+) -> ProjectPublic:
     """Change the project; a new reward policy recomputes every stored reward."""
+    if change.base_model:
+        base_models.check(settings, change.base_model)
     with store.write() as session:
         return project_public(update_project(session, project, change))
 
