@@ -1,11 +1,20 @@
-"""The `fineloop` command line (Typer). Heavy imports happen inside commands."""
+"""The `fineloop` command line (Typer). Heavy imports happen inside commands.
+
+A light install (`pip install fineloop`) runs the client and store commands; a command that
+reaches for a module an extra provides prints the `pip install 'fineloop[...]'` line instead
+of a traceback.
+"""
 
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 
 from fineloop.cli import data, jobs, keys, models, projects, rollouts, serve, train, tune
+from fineloop.cli import index as index_cli
 from fineloop.cli import worker as worker_cli
+from fineloop.cli.common import err_console
+from fineloop.extras import hint_for
 
 app = typer.Typer(
     name="fineloop",
@@ -25,7 +34,15 @@ app.command("tune")(tune.tune)
 app.add_typer(models.app, name="models")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(rollouts.app, name="rollout")
+app.add_typer(index_cli.app, name="index")
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except ImportError as error:
+        hint = hint_for(error)
+        if hint is None:
+            raise
+        err_console.print(f"[red]error:[/red] {escape(str(hint))}", soft_wrap=True)
+        raise SystemExit(1) from error

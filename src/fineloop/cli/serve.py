@@ -9,6 +9,7 @@ import typer
 
 from fineloop import auth
 from fineloop.cli.common import ConfigOption, console, load_settings
+from fineloop.extras import SERVER_MODULES, require
 from fineloop.store import Store
 
 LOOPBACK = "127.0.0.1"
@@ -30,6 +31,7 @@ def serve(
     config: ConfigOption = None,
 ) -> None:
     """Run the fineloop server on the configured store (SQLite under ./.fineloop by default)."""
+    require("server", SERVER_MODULES, "`fineloop serve`")
     import uvicorn
 
     from fineloop.api import create_app

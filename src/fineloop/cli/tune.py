@@ -19,6 +19,7 @@ from rich.table import Table
 
 from fineloop.cli.common import ConfigOption, console, load_settings, opened_store
 from fineloop.cli.train import parse_sets, report, run_here
+from fineloop.extras import require
 
 
 def tune(
@@ -53,6 +54,7 @@ def tune(
     config: ConfigOption = None,
 ) -> None:
     """Search training hyperparameters with Optuna; register the best trial's model."""
+    require("server", ("optuna",), "`fineloop tune`")
     from fineloop.jobs import store as jobs
     from fineloop.jobs.search_space import start_search
     from fineloop.jobs.worker import worker_name

@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from fineloop.cli.common import ConfigOption, console, err_console, load_settings
+from fineloop.extras import SERVER_MODULES, require
 from fineloop.store import Store
 
 
@@ -37,6 +38,7 @@ def worker(
     config: ConfigOption = None,
 ) -> None:
     """Claim and run queued jobs until stopped (SIGTERM or Ctrl-C)."""
+    require("server", SERVER_MODULES, "`fineloop worker`")
     from fineloop.jobs.runner import known_kinds
     from fineloop.jobs.triggers import TriggerLoop
     from fineloop.jobs.worker import Worker
