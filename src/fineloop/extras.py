@@ -36,7 +36,7 @@ MODULE_EXTRAS: dict[str, str] = {
 }
 
 # What `fineloop serve` and `fineloop worker` need before they start (checked without importing).
-SERVER_MODULES = ("fastapi", "uvicorn", "jinja2", "numpy", "scipy", "sklearn")
+SERVER_MODULES = ("fastapi", "uvicorn", "jinja2", "numpy", "scipy", "sklearn", "prometheus_client")
 
 
 class MissingExtra(ImportError):

@@ -7,7 +7,7 @@ import logging
 from fastapi import APIRouter, FastAPI
 
 from fineloop import __version__, auth
-from fineloop.api import errors
+from fineloop.api import errors, metrics
 from fineloop.api.deps import KeyCache
 from fineloop.api.limits import BodyLimit
 from fineloop.api.routes import (
@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.include_router(job_kinds.router)  # snapshot build and evaluation jobs
     app.include_router(rollouts.router)  # A/B rollouts between versions
     app.include_router(web_routes.router)  # the dashboard at /
+    metrics.install(app, store)  # /metrics, and request counts by route template
 
     app.add_middleware(
         BodyLimit,
