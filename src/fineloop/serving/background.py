@@ -1,5 +1,5 @@
-"""A single background worker for serving chores: resyncs, saves, calibration refits (and,
-in workers of their own, index builds and model loads, so a long build delays no chore).
+"""A single background worker for serving chores: index builds, resyncs, saves, calibration
+refits (model loads for embeddings get a worker of their own).
 
 One daemon thread, started on demand and gone after `IDLE_SECONDS` without work, so an app
 that never serves (or a test) leaves no thread behind and needs no shutdown hook. Chores run

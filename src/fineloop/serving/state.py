@@ -10,9 +10,10 @@ the same way (`serve_ready`; the champion answers until it is ready) and kept fr
 while requests use it.
 
 No request waits on a long build: a version without an index (the first search of a
-project, a version named in the request) is built by the `builder` worker, and the request
-waits at most `serving_wait_seconds` before answering 503 with Retry-After and the build's
-progress (progress.py); the same for a model loaded for embeddings (`ready_predictor`).
+project, a version named in the request) is built in the background (on the chore worker,
+one build at a time), and the request waits at most `serving_wait_seconds` before answering
+503 with Retry-After and the build's progress (progress.py); the same for a model loaded for
+embeddings (`ready_predictor`, on a worker of its own).
 `status` reports every build. Nothing here imports torch until a model is loaded.
 """
 
@@ -66,7 +67,6 @@ class ServingState:
         self.store = store
         self.settings = settings
         self.background = Background()
-        self.builder = Background("fineloop-index")  # index builds, one at a time
         self.loader = Background("fineloop-model")  # model loads for embeddings
         self.changes = ChangeLog()
         self._lock = threading.Lock()
@@ -296,7 +296,7 @@ class ServingState:
             if error is not None:
                 log.warning("index of %s failed: %s", version.label, error)
 
-        self.builder.submit(run)
+        self.background.submit(run)
         return future, build
 
     def _build(
