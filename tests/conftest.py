@@ -51,6 +51,9 @@ def _isolated_env(
     # Requests wait for index builds and model loads (the default answers 503 after 2 s);
     # tests of the 503 itself set 0.
     monkeypatch.setenv("FINELOOP_SERVING_WAIT_SECONDS", "60")
+    # FastAPI's TestClient sends `Host: testserver`, a name the server does not answer
+    # unless told (live servers are reached at 127.0.0.1, answered by default).
+    monkeypatch.setenv("FINELOOP_ALLOWED_HOSTS", "testserver")
     monkeypatch.chdir(tmp_path)
     # Tests build tiny models in pytest's temp folders and use them as base models, which
     # must lie under the models root: the session's base temp holds them all.

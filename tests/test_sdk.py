@@ -20,8 +20,8 @@ from conftest import DATASETS, LiveServer
 from fineloop import BufferedLogger, Client, FineloopError
 from fineloop.config import Settings
 
-ADMIN_KEY = "admin-secret-0123456789"
-INGEST_KEY = "ingest-secret-0123456789"
+ADMIN_KEY = "admin-secret-0123456789abcdefghijklmn"
+INGEST_KEY = "ingest-secret-0123456789abcdefghijklmn"
 
 
 @pytest.fixture

@@ -115,3 +115,28 @@ def test_bad_calls_raise_with_the_servers_message(sdk: Client) -> None:
     with pytest.raises(FineloopError) as bad_k:
         sdk.search("shop", "refund", k=0)
     assert bad_k.value.status == 422
+
+
+def test_the_sdk_waits_through_503s_while_the_index_builds(
+    settings: Settings, tiny_model: Path
+) -> None:
+    """A server that never waits for builds answers 503 + Retry-After at first; the SDK
+    sends the search again after the pause and its caller sees only the answer."""
+    server = LiveServer(settings, extra_env={"FINELOOP_SERVING_WAIT_SECONDS": "0"})
+    try:
+        with Client(server.url, timeout=60) as client:
+            client.create_project("fresh", "embedding", base_model=str(tiny_model))
+            rows = [{"id": k, "text": t, "metadata": m} for k, (t, m) in CATALOG.items()]
+            client.upsert_items("fresh", rows)
+            raw = client._t.http.post("/v1/projects/fresh/search", json={"query": "refund"})
+            assert raw.status_code == 503 and int(raw.headers["retry-after"]) >= 1
+            assert raw.json()["progress"]["version"] == "v0"
+
+            found = client.search("fresh", "get a refund", k=1)  # waits, no error
+
+            assert ids(found) == ["refund"]
+            assert client.index_status("fresh")["versions"][0]["state"] == "ready"
+            logged = client.get_interaction("fresh", found["interaction_id"])
+            assert logged["input"] == "get a refund"  # logged once, by the answered request
+    finally:
+        server.stop()

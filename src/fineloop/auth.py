@@ -65,7 +65,12 @@ def active_key_count(session: Session) -> int:
 
 def find_scope(session: Session, key: str) -> str | None:
     """The scope of an active key, or None if the key is unknown or revoked."""
-    row = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key), ~ApiKey.revoked))
+    return find_scope_by_hash(session, hash_key(key))
+
+
+def find_scope_by_hash(session: Session, digest: str) -> str | None:
+    """`find_scope` for a key already hashed (the API's key cache holds only digests)."""
+    row = session.scalar(select(ApiKey).where(ApiKey.key_hash == digest, ~ApiKey.revoked))
     return None if row is None else row.scope
 
 

@@ -15,13 +15,20 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 CONFIG_ENV = "FINELOOP_CONFIG"
+# API keys: long enough to be unguessable, short enough that checking a bogus one is cheap.
+MIN_KEY_CHARS = 32
+MAX_KEY_CHARS = 256
 
 
 class Settings(BaseSettings):
     """Everything a fineloop process needs to find its store, artifacts and keys."""
 
+    # hide_input_in_errors: an error must not print a key or a database password.
     model_config = SettingsConfigDict(
-        env_prefix="FINELOOP_", extra="forbid", env_parse_none_str="null"
+        env_prefix="FINELOOP_",
+        extra="forbid",
+        env_parse_none_str="null",
+        hide_input_in_errors=True,
     )
 
     data_dir: Path = Field(
@@ -119,7 +126,23 @@ class Settings(BaseSettings):
     api_keys: str = Field(
         default="",
         description="Comma-separated `key:scope` pairs (scope ingest or admin) registered "
-        "(hashed) at start-up, in addition to keys created with `fineloop keys create`.",
+        "(hashed) at start-up, in addition to keys created with `fineloop keys create`. "
+        f"Each key is {MIN_KEY_CHARS} to {MAX_KEY_CHARS} random characters.",
+    )
+    allowed_hosts: str = Field(
+        default="",
+        description="Comma-separated host names this server answers besides localhost, "
+        "127.0.0.1, [::1] and IP addresses (e.g. fineloop.example.com); * answers any. "
+        "Other Host headers get a 400, so a web page cannot reach the server through DNS "
+        "rebinding.",
+    )
+    auth_failures_per_minute: int = Field(
+        default=60,
+        ge=0,
+        le=1_000_000,
+        description="Requests with an unknown API key one client address may send per "
+        "minute; beyond it the address gets 429 with Retry-After until the minute ends. "
+        "0 turns the limit off.",
     )
     sqlite_synchronous: str = Field(
         default="FULL",
@@ -161,6 +184,13 @@ class Settings(BaseSettings):
             raise ValueError("must be one of OFF, NORMAL, FULL, EXTRA")
         return mode
 
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_parse(cls, value: str) -> str:
+        """Refuse a bad entry when the settings are built, so the server does not start."""
+        parse_api_keys(value)
+        return value
+
     @model_validator(mode="after")
     def _stale_after_several_beats(self) -> Settings:
         if self.job_stale_seconds < 2 * self.job_heartbeat_seconds:
@@ -191,15 +221,26 @@ class Settings(BaseSettings):
 
     def configured_keys(self) -> list[tuple[str, str]]:
         """The `key:scope` pairs from `api_keys`, validated."""
-        pairs: list[tuple[str, str]] = []
-        for entry in filter(None, (part.strip() for part in self.api_keys.split(","))):
-            key, _, scope = entry.rpartition(":")
-            if not key or scope not in {"ingest", "admin"}:
-                raise ValueError(
-                    f"FINELOOP_API_KEYS entry {entry[:6]}… must look like KEY:ingest or KEY:admin"
-                )
-            pairs.append((key, scope))
-        return pairs
+        return parse_api_keys(self.api_keys)
+
+
+def parse_api_keys(value: str) -> list[tuple[str, str]]:
+    """`key:scope` pairs; a ValueError names the entry by number, never by its secret."""
+    pairs: list[tuple[str, str]] = []
+    for number, entry in enumerate(filter(None, (p.strip() for p in value.split(","))), 1):
+        key, _, scope = entry.rpartition(":")
+        if not key or scope not in {"ingest", "admin"}:
+            raise ValueError(
+                f"FINELOOP_API_KEYS entry {number} must look like KEY:ingest or KEY:admin"
+            )
+        if not MIN_KEY_CHARS <= len(key) <= MAX_KEY_CHARS:
+            raise ValueError(
+                f"FINELOOP_API_KEYS entry {number} has a key of {len(key)} characters; keys "
+                f"must be {MIN_KEY_CHARS} to {MAX_KEY_CHARS} random characters. Make one "
+                'with: python -c "import secrets; print(secrets.token_urlsafe(32))"'
+            )
+        pairs.append((key, scope))
+    return pairs
 
 
 def get_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:

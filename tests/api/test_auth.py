@@ -27,6 +27,8 @@ PATH_VALUES = {
     "ref": "champion",
     "snapshot_id": "0" * 64,
 }
+ADMIN_KEY = "secret1-a-long-random-api-key-0123456789"  # configured keys: 32+ characters
+INGEST_KEY = "secret2-a-long-random-api-key-0123456789"
 THUMB = {"kind": "thumb", "value": "up", "interaction_id": "call-1"}
 CALL = {"id": "call-1", "input": "q", "output": "a"}
 
@@ -47,15 +49,15 @@ def v1_routes(app: FastAPI) -> list[tuple[str, str]]:
 
 @pytest.fixture
 def configured(settings: Settings, store: Store) -> Iterator[TestClient]:
-    """An app started with FINELOOP_API_KEYS-style keys: secret1 admin, secret2 ingest."""
+    """An app started with FINELOOP_API_KEYS-style keys: ADMIN_KEY admin, INGEST_KEY ingest."""
     with_keys = get_settings(
         data_dir=settings.data_dir,
         database_url=settings.database_url,
-        api_keys="secret1:admin,secret2:ingest",
+        api_keys=f"{ADMIN_KEY}:admin,{INGEST_KEY}:ingest",
     )
     with TestClient(create_app(with_keys, store)) as test_client:
         test_client.post(
-            "/v1/projects", json={"name": "faq", "task": "embedding"}, headers=bearer("secret1")
+            "/v1/projects", json={"name": "faq", "task": "embedding"}, headers=bearer(ADMIN_KEY)
         )
         yield test_client
 
@@ -86,11 +88,11 @@ def test_once_a_key_exists_every_route_but_healthz_needs_one(client: TestClient)
     "header",
     [
         {},
-        {"Authorization": "secret1"},
-        {"Authorization": "Basic secret1"},
+        {"Authorization": ADMIN_KEY},
+        {"Authorization": f"Basic {ADMIN_KEY}"},
         {"Authorization": "Bearer "},
         {"Authorization": "Bearer secret3"},
-        {"Authorization": "Bearer secret1x"},
+        {"Authorization": f"Bearer {ADMIN_KEY}x"},
     ],
 )
 def test_a_missing_or_wrong_key_is_401(configured: TestClient, header: dict[str, str]) -> None:
@@ -102,7 +104,7 @@ def test_a_missing_or_wrong_key_is_401(configured: TestClient, header: dict[str,
 
 
 def test_an_ingest_key_logs_interactions_and_feedback(configured: TestClient) -> None:
-    ingest = bearer("secret2")
+    ingest = bearer(INGEST_KEY)
 
     call = configured.post("/v1/projects/faq/interactions", json=CALL, headers=ingest)
     calls = configured.post(
@@ -116,7 +118,7 @@ def test_an_ingest_key_logs_interactions_and_feedback(configured: TestClient) ->
     )
 
     assert [r.status_code for r in (call, calls, one, batch)] == [201, 201, 201, 201]
-    listed = configured.get("/v1/projects/faq/feedback", headers=bearer("secret1")).json()
+    listed = configured.get("/v1/projects/faq/feedback", headers=bearer(ADMIN_KEY)).json()
     assert len(listed["items"]) == 3
 
 
@@ -140,7 +142,7 @@ def test_an_ingest_key_is_403_on_admin_routes(
     configured: TestClient, method: str, path: str
 ) -> None:
     response = configured.request(
-        method, path, json={"name": "x", "task": "embedding"}, headers=bearer("secret2")
+        method, path, json={"name": "x", "task": "embedding"}, headers=bearer(INGEST_KEY)
     )
 
     assert response.status_code == 403
@@ -149,7 +151,7 @@ def test_an_ingest_key_is_403_on_admin_routes(
 
 
 def test_an_admin_key_can_do_everything(configured: TestClient) -> None:
-    admin = bearer("secret1")
+    admin = bearer(ADMIN_KEY)
 
     statuses = [
         configured.post(
@@ -255,7 +257,7 @@ def test_created_keys_are_stored_only_as_hashes(client: TestClient, store: Store
 def test_configured_keys_are_stored_only_as_hashes(configured: TestClient, store: Store) -> None:
     stored = all_stored_text(store)
 
-    for secret in ("secret1", "secret2"):
+    for secret in (ADMIN_KEY, INGEST_KEY):
         assert secret not in stored
         assert hashlib.sha256(secret.encode()).hexdigest() in stored
 

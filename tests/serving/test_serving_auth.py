@@ -13,8 +13,12 @@ from fineloop.config import Settings, get_settings
 from fineloop.store import Store
 from serving.helpers import CATALOG, items
 
-ADMIN = {"Authorization": "Bearer admin-secret"}
-INGEST = {"Authorization": "Bearer ingest-secret"}
+ADMIN_KEY, INGEST_KEY = (
+    "admin-secret-0123456789abcdefghijklmn",
+    "ingest-secret-0123456789abcdefghijk",
+)
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+INGEST = {"Authorization": f"Bearer {INGEST_KEY}"}
 
 
 @pytest.fixture
@@ -22,7 +26,7 @@ def keyed(settings: Settings, store: Store, tiny_model: Path) -> Iterator[TestCl
     with_keys = get_settings(
         data_dir=settings.data_dir,
         database_url=settings.database_url,
-        api_keys="admin-secret:admin,ingest-secret:ingest",
+        api_keys=f"{ADMIN_KEY}:admin,{INGEST_KEY}:ingest",
     )
     with TestClient(create_app(with_keys, store)) as client:
         client.post(

@@ -5,6 +5,7 @@ Precedence, highest first: arguments to `get_settings` > environment > config fi
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,10 @@ from pydantic import ValidationError
 
 from fineloop.api import create_app
 from fineloop.config import get_settings
+
+ONE = "secret-one-0123456789abcdefghijklmnop"  # configured keys: at least 32 characters
+TWO = "secret-two-0123456789abcdefghijklmnop"
+LONG = "a-secret-long-enough-0123456789abcdef"
 
 
 def test_defaults_keep_everything_in_a_local_folder(tmp_path: Path) -> None:
@@ -28,14 +33,14 @@ def test_defaults_keep_everything_in_a_local_folder(tmp_path: Path) -> None:
 def test_environment_variables_configure_every_field(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FINELOOP_DATA_DIR", "/srv/fineloop")
     monkeypatch.setenv("FINELOOP_DATABASE_URL", "postgresql+psycopg://app@db:5432/fineloop")
-    monkeypatch.setenv("FINELOOP_API_KEYS", "secret-one:ingest, secret-two:admin")
+    monkeypatch.setenv("FINELOOP_API_KEYS", f"{ONE}:ingest, {TWO}:admin")
     monkeypatch.setenv("FINELOOP_MAX_BATCH_EVENTS", "50")
     monkeypatch.setenv("FINELOOP_SQLITE_SYNCHRONOUS", "normal")
     settings = get_settings()
     assert settings.data_dir == Path("/srv/fineloop")
     assert settings.resolved_database_url == "postgresql+psycopg://app@db:5432/fineloop"
     assert not settings.is_sqlite
-    assert settings.configured_keys() == [("secret-one", "ingest"), ("secret-two", "admin")]
+    assert settings.configured_keys() == [(ONE, "ingest"), (TWO, "admin")]
     assert settings.max_batch_events == 50
     assert settings.sqlite_synchronous == "NORMAL"
 
@@ -87,16 +92,37 @@ def test_config_argument_beats_fineloop_config(
     assert get_settings(given).data_dir == Path("given")
 
 
-@pytest.mark.parametrize("entry", ["just-a-secret", "secret:owner", ":admin", "secret:"], ids=str)
-def test_bad_api_keys_entry_is_a_clear_error(entry: str) -> None:
-    settings = get_settings(api_keys=f"good-secret:ingest,{entry}")
-    with pytest.raises(ValueError, match="must look like KEY:ingest or KEY:admin") as caught:
-        settings.configured_keys()
-    assert "good-secret" not in str(caught.value)  # never echo a whole secret
+@pytest.mark.parametrize(
+    "entry", [LONG, f"{LONG}:owner", ":admin", f"{LONG}:", "x" * 31 + ":admin"], ids=str
+)
+def test_bad_api_keys_entry_stops_the_start_with_a_clear_error(entry: str) -> None:
+    with pytest.raises(ValidationError, match="FINELOOP_API_KEYS entry 2") as caught:
+        get_settings(api_keys=f"{ONE}:ingest,{entry}")
+    assert ONE not in str(caught.value)  # never echo a secret
+    assert LONG not in str(caught.value)
+
+
+def test_a_short_key_is_refused_with_how_to_make_one() -> None:
+    with pytest.raises(ValidationError, match="31 characters; keys must be 32 to 256") as caught:
+        get_settings(api_keys="y" * 31 + ":admin")
+    assert "secrets.token_urlsafe(32)" in str(caught.value)
+    assert "y" * 31 not in str(caught.value)
+
+
+def test_a_key_longer_than_a_header_may_carry_is_refused() -> None:
+    with pytest.raises(ValidationError, match="257 characters"):
+        get_settings(api_keys="z" * 257 + ":admin")
+
+
+def test_a_generated_key_is_accepted() -> None:
+    key = secrets.token_urlsafe(32)
+    assert get_settings(api_keys=f"{key}:admin").configured_keys() == [(key, "admin")]
 
 
 def test_the_app_refuses_to_start_with_a_bad_api_keys_entry(tmp_path: Path) -> None:
-    settings = get_settings(data_dir=tmp_path / "data", api_keys="no-scope-here")
+    settings = get_settings(data_dir=tmp_path / "data").model_copy(
+        update={"api_keys": "no-scope-here"}  # model_copy skips validation: create_app checks
+    )
     with pytest.raises(ValueError, match="FINELOOP_API_KEYS"):
         create_app(settings)
 

@@ -13,7 +13,7 @@ from fineloop.api import create_app
 from fineloop.config import Settings, get_settings
 from fineloop.store import Store
 
-ADMIN, INGEST = "admin-secret-1", "ingest-secret-2"
+ADMIN, INGEST = "admin-secret-1-0123456789abcdefghij", "ingest-secret-2-0123456789abcdefghij"
 HERE = {"Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"}
 PROJECT = {"name": "faq", "task": "embedding"}
 
@@ -94,7 +94,8 @@ def test_the_cookie_opens_the_api_only_for_requests_from_the_dashboard(
         {"Origin": "http://evil.example"},
     ):
         assert keyed.get("/v1/projects", headers=foreign).status_code == 401, foreign
-        assert keyed.post("/v1/projects", json=PROJECT, headers=foreign).status_code == 401
+        # Changes from another site are refused before the cookie is even read.
+        assert keyed.post("/v1/projects", json=PROJECT, headers=foreign).status_code == 403
     # A change must say where it comes from.
     assert keyed.post("/v1/projects", json=PROJECT).status_code == 401
     assert keyed.post("/v1/projects", json=PROJECT, headers=HERE).status_code == 201

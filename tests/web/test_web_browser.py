@@ -155,12 +155,13 @@ def test_with_keys_a_person_logs_in_and_the_live_view_and_actions_use_the_cookie
     fake_project: MakeProject, settings: Settings, page: Page, tmp_path: Path
 ) -> None:
     fake_project("shop")
-    key = "dashboard-admin-key-0123456789"
-    server = LiveServer(settings, {"FINELOOP_API_KEYS": f"{key}:admin,ingest-only-key:ingest"})
+    key = "dashboard-admin-key-0123456789abcdefghij"
+    ingest = "ingest-only-key-0123456789abcdefghijklmn"
+    server = LiveServer(settings, {"FINELOOP_API_KEYS": f"{key}:admin,{ingest}:ingest"})
     try:
         page.goto(f"{server.url}/projects/shop")
         expect(page.get_by_role("heading", name="Log in")).to_be_visible()
-        page.fill("input[name=key]", "ingest-only-key")
+        page.fill("input[name=key]", ingest)
         page.click("button[type=submit]")
         expect(page.locator("#login-error")).to_contain_text("needs an admin key")
         page.fill("input[name=key]", key)

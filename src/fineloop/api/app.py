@@ -24,6 +24,7 @@ from fineloop.api.routes import (
     search_jobs,
     snapshots,
     transfer,
+    webhooks,
 )
 from fineloop.config import Settings, get_settings
 from fineloop.store import Store
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.include_router(search_jobs.router)  # hyperparameter search jobs
     app.include_router(job_kinds.router)  # snapshot build and evaluation jobs
     app.include_router(rollouts.router)  # A/B rollouts between versions
+    app.include_router(webhooks.router)  # the secret that signs webhook deliveries
     app.include_router(web_routes.router)  # the dashboard at /
     metrics.install(app, store)  # /metrics, and request counts by route template
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -10,11 +9,11 @@ from urllib.parse import urlsplit
 from fastapi import Depends, Request
 
 from fineloop import auth
-from fineloop.config import Settings
+from fineloop.api.keycache import KeyCache as KeyCache  # routers import it from here
+from fineloop.api.throttle import FailureThrottle
+from fineloop.config import MAX_KEY_CHARS, Settings
 from fineloop.errors import Forbidden, Invalid, Unauthorized
 from fineloop.store import Store
-
-_CACHE_SECONDS = 5.0
 
 
 def get_store(request: Request) -> Store:
@@ -31,38 +30,6 @@ StoreDep = Annotated[Store, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
 
-class KeyCache:
-    """Key lookups for a few seconds, so authentication costs no query per request.
-
-    A revoked key stops working within `_CACHE_SECONDS`."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self._scopes: dict[str, tuple[float, str | None]] = {}
-        self._auth_on: tuple[float, bool] = (0.0, False)
-
-    def auth_enabled(self) -> bool:
-        checked, enabled = self._auth_on
-        if time.monotonic() - checked > _CACHE_SECONDS:
-            with self.store.read() as session:
-                enabled = auth.any_key_exists(session)
-            self._auth_on = (time.monotonic(), enabled)
-        return enabled
-
-    def scope_of(self, key: str) -> str | None:
-        cached = self._scopes.get(key)
-        if cached is not None and time.monotonic() - cached[0] <= _CACHE_SECONDS:
-            return cached[1]
-        with self.store.read() as session:
-            scope = auth.find_scope(session, key)
-        self._scopes[key] = (time.monotonic(), scope)
-        return scope
-
-    def forget(self) -> None:
-        self._scopes.clear()
-        self._auth_on = (0.0, False)
-
-
 def require(scope: str) -> Callable[[Request], None]:
     """A dependency that lets the request through only with a key of `scope` (or admin)."""
 
@@ -76,13 +43,35 @@ def require(scope: str) -> Callable[[Request], None]:
             kind, token = "bearer", cookie  # the dashboard's login, from a page of this server
         if kind.lower() != "bearer" or not token:
             raise Unauthorized("send the header 'Authorization: Bearer <api key>'")
-        granted = keys.scope_of(token.strip())
-        if granted is None:
-            raise Unauthorized("unknown or revoked API key")
+        granted = checked_scope(request, token.strip())
         if granted != "admin" and granted != scope:
             raise Forbidden(f"this key has scope {granted!r}; this route needs {scope!r}")
 
     return check
+
+
+def checked_scope(request: Request, key: str) -> str:
+    """The scope of `key`, or 401; a client that keeps sending unknown keys gets 429.
+
+    An over-long key is refused before it is hashed or looked up: real keys are short."""
+    throttle: FailureThrottle = request.app.state.auth_failures
+    client = client_address(request)
+    throttle.check(client)
+    if len(key) > MAX_KEY_CHARS:
+        throttle.failed(client)
+        raise Unauthorized(
+            f"the API key sent has {len(key)} characters; keys have at most {MAX_KEY_CHARS}"
+        )
+    keys: KeyCache = request.app.state.keys
+    granted = keys.scope_of(key)
+    if granted is None:
+        throttle.failed(client)
+        raise Unauthorized("unknown or revoked API key")
+    return granted
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
 
 
 def dashboard_cookie(request: Request) -> str | None:

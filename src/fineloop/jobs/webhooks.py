@@ -14,13 +14,16 @@ by one process at a time however many loops run. A claim with no outcome after
 claimed again (up to `MAX_CLAIMS` times), so delivery is at least once and a receiver may
 see a `delivery` twice — deduplicate on it. A champion move is recorded on the job that
 trained the version (else the project's latest job). Only what happened in the last
-`lookback` is considered, so setting a URL does not replay history.
+`lookback` is considered, so setting a URL does not replay history. Every delivery is
+signed with the project's secret (Standard Webhooks; see `webhook_signing`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,6 +34,7 @@ from sqlalchemy.orm import Session
 
 from fineloop import __version__
 from fineloop.jobs import store as jobs
+from fineloop.jobs.webhook_signing import secret_of, signed_headers
 from fineloop.registry.versions import CHAMPION
 from fineloop.store import Store
 from fineloop.store.projects import training_policy_of
@@ -55,6 +59,7 @@ class Notice:
     at: datetime
     job_id: int | None  # where the delivery is recorded
     payload: dict[str, Any]
+    project_id: int | None = None  # whose secret signs it
 
 
 def _label(session: Session, version_id: int | None) -> str | None:
@@ -82,7 +87,7 @@ def _job_notice(session: Session, project: Project, url: str, job: Job) -> Notic
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
     }
     assert job.finished_at is not None
-    return Notice(key, url, job.finished_at, job.id, payload)
+    return Notice(key, url, job.finished_at, job.id, payload, project.id)
 
 
 def _move_notice(session: Session, project: Project, url: str, change: AliasChange) -> Notice:
@@ -105,7 +110,7 @@ def _move_notice(session: Session, project: Project, url: str, change: AliasChan
         "gate": version.gate if version is not None else None,
         "at": change.at.isoformat(),
     }
-    return Notice(key, url, change.at, record, payload)
+    return Notice(key, url, change.at, record, payload, project.id)
 
 
 def _settled(session: Session, job_ids: set[int], now: datetime) -> set[str]:
@@ -187,18 +192,25 @@ def post(
     timeout: float = TIMEOUT,
     attempts: int = ATTEMPTS,
     stop: threading.Event | None = None,
+    secret: str | None = None,
 ) -> dict[str, Any]:
-    """POST with retries; the outcome as data (never raises)."""
+    """POST with retries; the outcome as data (never raises). With `secret`, each attempt
+    is signed (Standard Webhooks headers, a fresh timestamp per attempt)."""
+    delivery = str(payload.get("delivery"))
     headers = {
         "User-Agent": f"fineloop/{__version__}",
+        "Content-Type": "application/json",
         "X-Fineloop-Event": str(payload.get("event")),
-        "X-Fineloop-Delivery": str(payload.get("delivery")),
+        "X-Fineloop-Delivery": delivery,
     }
+    body = json.dumps(payload).encode()  # the exact bytes signed are the bytes sent
     outcome: dict[str, Any] = {"status": "failed"}
     for attempt in range(1, attempts + 1):
         outcome["attempts"] = attempt
+        if secret is not None:
+            headers |= signed_headers(secret, delivery, body, int(time.time()))
         try:
-            response = httpx.post(url, json=payload, headers=headers, timeout=timeout)
+            response = httpx.post(url, content=body, headers=headers, timeout=timeout)
         except httpx.HTTPError as error:
             outcome |= {"error": f"{type(error).__name__}: {error}"[:300]}
         else:
@@ -219,6 +231,9 @@ def deliver(
     """Claim, send and record one notice; None when another process has it."""
     if not claim(store, notice, now):
         return None
+    if notice.project_id is not None and "secret" not in options:
+        with store.write() as session:
+            options["secret"] = secret_of(session, notice.project_id).secret
     outcome = post(notice.url, notice.payload, **options)
     event = notice.payload["event"]
     if notice.job_id is not None:

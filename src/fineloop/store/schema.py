@@ -81,6 +81,19 @@ class Project(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
+class WebhookSecret(Base):
+    """The key a project's webhook deliveries are signed with (Standard Webhooks,
+    `whsec_<base64>`). Its own table, so project exports and listings never carry it."""
+
+    __tablename__ = "webhook_secrets"
+
+    project_id: Mapped[int] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    secret: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
 class Item(Base):
     __tablename__ = "items"
     __table_args__ = (UniqueConstraint("project_id", "item_id", name="uq_items_project_item"),)

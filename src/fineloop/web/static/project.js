@@ -260,4 +260,24 @@
     }
   }
   loadRollout();
+
+  // --- Search index: one line, polled while a build runs ------------------------------
+  const indexLine = document.getElementById("index-status");
+  function describe(v) {
+    const items = v.items_total == null ? "" : ` ${v.items_indexed}/${v.items_total} items`;
+    const state = v.state.replace("_", " ");
+    return `${v.version} ${state}${items}${v.error ? ` (${v.error})` : ""}`;
+  }
+  async function loadIndex() {
+    try {
+      const status = await fl.api("GET", `${base}/index`);
+      const serving = status.serving ? `serving ${status.serving}` : "not serving yet";
+      indexLine.textContent = `Search index: ${serving} · ${status.versions.map(describe).join(" · ")}`;
+      const busy = status.versions.some((v) => ["queued", "loading_model", "indexing"].includes(v.state));
+      if (busy) setTimeout(loadIndex, 3000);
+    } catch (error) {
+      indexLine.textContent = `Search index: ${error.message}`;
+    }
+  }
+  if (indexLine) loadIndex();
 })(window.fineloop);
