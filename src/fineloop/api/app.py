@@ -8,7 +8,8 @@ from fastapi import APIRouter, FastAPI
 
 from fineloop import __version__, auth
 from fineloop.api import errors, metrics
-from fineloop.api.deps import KeyCache
+from fineloop.api.guard import Guard
+from fineloop.api.keycache import KeyCache
 from fineloop.api.limits import BodyLimit
 from fineloop.api.routes import (
     feedback,
@@ -26,6 +27,7 @@ from fineloop.api.routes import (
     transfer,
     webhooks,
 )
+from fineloop.api.throttle import FailureThrottle
 from fineloop.config import Settings, get_settings
 from fineloop.store import Store
 from fineloop.tasks import available, get_task
@@ -47,6 +49,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.state.settings = settings
     app.state.store = store
     app.state.keys = KeyCache(store)
+    app.state.auth_failures = FailureThrottle(settings.auth_failures_per_minute)
     errors.install(app)
     for module in (health, projects, items, interactions, feedback, transfer, keys):
         app.include_router(module.router)
@@ -65,6 +68,13 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         BodyLimit,
         max_bytes=settings.max_request_bytes,
         max_import_bytes=settings.max_import_bytes,
+    )
+    app.add_middleware(  # outermost: hosts, cross-site changes, body types, throttled clients
+        Guard,
+        allowed_hosts=settings.allowed_hosts,
+        openapi=app.openapi,
+        throttle=app.state.auth_failures,
+        key_cookie=auth.COOKIE,
     )
     return app
 
