@@ -2,6 +2,8 @@
 
 Nested values (metadata, payloads, structured inputs and outputs) travel as JSON text in
 CSV and Parquet cells, so every format carries the same rows. Parse errors name the line.
+Text must be UTF-8: bytes that are not, in any format, are a 422 naming the line and column
+(never a 500 from a decoder deep inside the store or the database driver).
 """
 
 from __future__ import annotations
@@ -37,33 +39,68 @@ def guess_format(filename: str) -> Format:
 def read_rows(data: bytes, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, row) pairs; raise Invalid naming the line on malformed input."""
     if fmt == "jsonl":
-        yield from _read_jsonl(data)
+        rows = _read_jsonl(data)
     elif fmt == "csv":
-        yield from _read_csv(data)
+        rows = _read_csv(data)
     elif fmt == "parquet":
-        yield from _read_parquet(data)
+        rows = _read_parquet(data)
     else:
         raise Invalid(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}", field="format")
+    for number, row in rows:
+        check_text(number, row)
+        yield number, row
+
+
+def json_line(number: int, raw: bytes) -> Any:
+    """One line of a JSON Lines file, parsed; bytes that are not UTF-8 are kept as lone
+    surrogates so that `check_text` can name the field they are in."""
+    text = raw.decode("utf-8-sig" if number == 1 else "utf-8", "surrogateescape")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise BadFile(number, f"not valid JSON ({error})") from error
+
+
+def check_text(number: int, value: Any, column: str = "") -> None:
+    """BadFile naming the column when any text in `value` is not valid Unicode (bytes that
+    were not UTF-8, or a lone surrogate such as JSON's "\\ud800"): no database stores it."""
+    if isinstance(value, str):
+        if not _encodable(value):
+            where = f"column {column!r}" if column else "a column name"
+            raise BadFile(number, f"{where} is not valid UTF-8 text", field=column or "file")
+    elif isinstance(value, dict):
+        for key, inner in value.items():
+            path = f"{column}.{key}" if column else str(key)
+            if isinstance(key, str) and not _encodable(key):
+                where = f"a key in column {column!r}" if column else "a column name"
+                raise BadFile(number, f"{where} is not valid UTF-8 text")
+            check_text(number, inner, path)
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            check_text(number, inner, f"{column}.{index}" if column else str(index))
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _read_jsonl(data: bytes) -> Iterator[tuple[int, dict[str, Any]]]:
     for number, raw in enumerate(data.splitlines(), start=1):
         if not raw.strip():
             continue
-        try:
-            row = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise BadFile(number, f"not valid JSON ({error})") from error
+        row = json_line(number, raw)
         if not isinstance(row, dict):
             raise BadFile(number, "expected a JSON object per line")
         yield number, row
 
 
 def _read_csv(data: bytes) -> Iterator[tuple[int, dict[str, Any]]]:
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise Invalid(f"CSV is not UTF-8 ({error})", field="file") from error
+    # Bytes that are not UTF-8 become lone surrogates, found per row and column later.
+    text = data.decode("utf-8-sig", "surrogateescape")
     # Long outputs are normal in feedback; Python's default cell limit is 128 KiB.
     csv.field_size_limit(max(csv.field_size_limit(), len(data) + 1))
     reader = csv.DictReader(io.StringIO(text, newline=""))
@@ -87,9 +124,38 @@ def _read_parquet(data: bytes) -> Iterator[tuple[int, dict[str, Any]]]:
         table = pq.read_table(pa.BufferReader(data))
     except (pa.ArrowInvalid, OSError) as error:
         raise Invalid(f"not a readable Parquet file ({error})", field="file") from error
-    for index, row in enumerate(table.to_pylist()):
+    try:
+        rows = table.to_pylist()
+    except (UnicodeDecodeError, pa.ArrowException):
+        raise _unreadable_cell(table) from None
+    for index, row in enumerate(rows):
         number = index + 1
         yield number, {k: _cell(k, v, number) for k, v in row.items() if v is not None}
+
+
+def _unreadable_cell(table: Any) -> Invalid:
+    """The first cell of `table` that does not convert to Python (text that is not UTF-8):
+    looked for only once reading the whole table failed."""
+    for name in table.column_names:
+        column = table.column(name)
+        if _converts(column):
+            continue
+        for index in range(len(column)):
+            try:
+                column.slice(index, 1).to_pylist()
+            except UnicodeDecodeError:
+                return BadFile(index + 1, f"column {name!r} is not valid UTF-8 text", field=name)
+            except Exception as error:
+                return BadFile(index + 1, f"column {name!r} cannot be read ({error})", field=name)
+    return Invalid("the Parquet file's cells cannot be read", field="file")
+
+
+def _converts(column: Any) -> bool:
+    try:
+        column.to_pylist()
+    except Exception:  # UnicodeDecodeError, or one of pyarrow's many errors
+        return False
+    return True
 
 
 def _cell(key: str, value: Any, number: int) -> Any:

@@ -16,7 +16,6 @@ a second import of the same file store nothing new.
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +24,7 @@ from pydantic import TypeAdapter
 from fineloop.errors import BadFile
 from fineloop.feedback.events import EventEnvelope, FeedbackEvent
 from fineloop.schemas import InteractionCreate
+from fineloop.transfer.formats import check_text, json_line
 
 _EVENT = TypeAdapter[EventEnvelope](FeedbackEvent)
 _ROLES = {"prompter": "user", "assistant": "assistant"}
@@ -49,12 +49,10 @@ def _trees(data: bytes) -> Iterator[tuple[int, dict[str, Any]]]:
     for number, raw in enumerate(data.splitlines(), start=1):
         if not raw.strip():
             continue
-        try:
-            tree = json.loads(raw)
-        except json.JSONDecodeError as error:
-            raise BadFile(number, f"not valid JSON ({error})") from error
+        tree = json_line(number, raw)
         if not isinstance(tree, dict):
             raise BadFile(number, "expected one message tree per line")
+        check_text(number, tree)
         yield number, tree
 
 

@@ -121,8 +121,12 @@ def logout(request: Request) -> Response:
 @router.get("/static/{path:path}")
 def static(path: str) -> Response:
     """The dashboard's scripts, styles and vendored libraries (no CDN at run time)."""
-    target = (STATIC / path).resolve()
-    if not target.is_relative_to(STATIC) or not target.is_file():
+    try:
+        target = (STATIC / path).resolve()
+        found = target.is_relative_to(STATIC) and target.is_file()
+    except (ValueError, OSError):  # a NUL byte, a name too long: no such file either
+        found = False
+    if not found:
         return PlainTextResponse("not found", status_code=404)
     return FileResponse(target, headers={"Cache-Control": "public, max-age=3600"})
 

@@ -45,7 +45,7 @@ def list_recent(
         return [interaction_public(row) for row in rows]
 
 
-@router.get("/{interaction_id}", dependencies=[Admin])
+@router.get("/{interaction_id:path}", dependencies=[Admin])  # ids may hold "/"
 def show(project: str, interaction_id: str, store: StoreDep) -> InteractionPublic:
     with store.read() as session:
         row = get_interaction(session, get_project(session, project).id, interaction_id)

@@ -45,7 +45,7 @@ def list_page(
     }
 
 
-@router.get("/{item_id}")
+@router.get("/{item_id:path}")  # ids may hold "/" (URLs, file paths): the rest of the path
 def show(project: str, item_id: str, store: StoreDep) -> ItemPublic:
     with store.read() as session:
         project_id = get_project(session, project).id

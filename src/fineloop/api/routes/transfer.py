@@ -9,6 +9,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from fineloop.api.deps import Admin, StoreDep
+from fineloop.api.limits import large_body
 from fineloop.schemas import ImportReport
 from fineloop.serving import feedback_changed, items_changed
 from fineloop.store.projects import get_project
@@ -23,6 +24,7 @@ _MEDIA = {"jsonl": "application/x-ndjson", "csv": "text/csv", "parquet": "applic
 
 
 @router.post("/import/{resource}")
+@large_body  # the whole file is the body: max_import_bytes, not max_request_bytes
 async def import_rows(
     project: str,
     resource: ResourceName,
