@@ -140,6 +140,7 @@ class LiveServer:
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("FINELOOP_")}
         env["FINELOOP_DATA_DIR"] = str(settings.data_dir)
+        env["FINELOOP_SERVING_WAIT_SECONDS"] = str(settings.serving_wait_seconds)
         if settings.models_root:
             env["FINELOOP_MODELS_ROOT"] = str(settings.models_root)
         if settings.database_url:
