@@ -12,6 +12,9 @@ from fineloop.jobs import store as jobs
 from fineloop.store import Store
 from fineloop.store.projects import get_project
 
+ADMIN = "admin-key-for-the-tests-0123456789abcdef"  # configured keys: 32+ characters
+INGEST = "ingest-key-for-the-tests-0123456789abcdef"
+
 
 def scrape(
     client: TestClient, **headers: str
@@ -81,11 +84,11 @@ def test_with_keys_metrics_need_an_admin_key(settings: Settings, store: Store) -
     with_keys = get_settings(
         data_dir=settings.data_dir,
         database_url=settings.database_url,
-        api_keys="secret1:admin,secret2:ingest",
+        api_keys=f"{ADMIN}:admin,{INGEST}:ingest",
     )
     with TestClient(create_app(with_keys, store)) as client:
         assert client.get("/metrics").status_code == 401
-        denied = client.get("/metrics", headers={"Authorization": "Bearer secret2"})
+        denied = client.get("/metrics", headers={"Authorization": f"Bearer {INGEST}"})
         assert denied.status_code == 403 and "needs 'admin'" in denied.text
-        samples = scrape(client, Authorization="Bearer secret1")
+        samples = scrape(client, Authorization=f"Bearer {ADMIN}")
         assert samples[requests("GET", "/metrics", 403)] == 1

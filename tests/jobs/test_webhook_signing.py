@@ -27,6 +27,9 @@ from fineloop.store.projects import get_project
 
 __all__ = ["fake_plugin", "fake_project"]
 
+ADMIN = "admin-key-for-the-tests-0123456789abcdef"  # configured keys: 32+ characters
+INGEST = "ingest-key-for-the-tests-0123456789abcdef"
+
 
 def verify(secret: str, headers: dict[str, str], body: bytes, tolerance: int = 300) -> bool:
     """What a receiver does, written from the Standard Webhooks spec, not from fineloop."""
@@ -125,14 +128,14 @@ def test_the_secret_is_for_admins_and_names_a_missing_project(
     with_keys = get_settings(
         data_dir=settings.data_dir,
         database_url=settings.database_url,
-        api_keys="secret1:admin,secret2:ingest",
+        api_keys=f"{ADMIN}:admin,{INGEST}:ingest",
     )
     with TestClient(create_app(with_keys, store)) as client:
         path = f"/v1/projects/{name}/webhook/secret"
         assert client.get(path).status_code == 401
-        ingest = client.get(path, headers={"Authorization": "Bearer secret2"})
+        ingest = client.get(path, headers={"Authorization": f"Bearer {INGEST}"})
         assert ingest.status_code == 403
-        admin = {"Authorization": "Bearer secret1"}
+        admin = {"Authorization": f"Bearer {ADMIN}"}
         assert client.get(path, headers=admin).json()["secret"].startswith("whsec_")
         missing = client.post("/v1/projects/nope/webhook/secret/rotate", headers=admin)
         assert missing.status_code == 404 and "nope" in missing.text

@@ -70,9 +70,9 @@ def test_bad_input_says_what_is_wrong() -> None:
 def test_100k_resamples_over_1000_examples_take_well_under_a_second() -> None:
     candidate, champion = scores(1000, 4, 0.01)
     paired_bootstrap(candidate, champion, samples=100, seed=0)  # numpy imported and warm
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: other processes on shared cores do not count
     interval = paired_bootstrap(candidate, champion, samples=100_000, seed=0)
-    elapsed = time.perf_counter() - started
+    elapsed = time.process_time() - started
     assert interval.samples == 100_000 and interval.low < interval.mean < interval.high
-    # ~0.4 s on 2 shared cores; the Python loop drew 10^8 indices one at a time.
-    assert elapsed < 1.0, f"100k resamples took {elapsed:.2f} s"
+    # ~0.4 s on an idle core; the Python loop drew 10^8 indices one at a time.
+    assert elapsed < 1.0, f"100k resamples took {elapsed:.2f} s of CPU"
