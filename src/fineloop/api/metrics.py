@@ -27,13 +27,14 @@ from sqlalchemy import func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fineloop.api.deps import Admin
+from fineloop.api.responses import KEY
 from fineloop.jobs.store import ACTIVE
 from fineloop.store import Store
 from fineloop.store.schema import Feedback, Job
 
 UNMATCHED = "<unmatched>"
 
-router = APIRouter(tags=["health"], dependencies=[Admin])
+router = APIRouter(tags=["health"], dependencies=[Admin], responses=KEY)
 
 
 @router.get(

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Query, Request, Response, status
 from sqlalchemy import select
 
 from fineloop.api.deps import Admin, Ingest, SettingsDep, StoreDep, check_batch_size
+from fineloop.api.responses import CHANGE, KEYED
 from fineloop.errors import NotFound
 from fineloop.feedback.events import FeedbackEvent, FeedbackKind
 from fineloop.feedback.query import FeedbackFilter, feedback_public, page
@@ -18,10 +19,21 @@ from fineloop.serving import feedback_changed
 from fineloop.store.projects import get_project, policy_of
 from fineloop.store.schema import Feedback
 
-router = APIRouter(prefix="/v1/projects/{project}/feedback", tags=["feedback"])
+router = APIRouter(prefix="/v1/projects/{project}/feedback", tags=["feedback"], responses=KEYED)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, dependencies=[Ingest])
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[Ingest],
+    responses={
+        200: {
+            "model": FeedbackAck,
+            "description": "Its idempotency key was seen: not stored again.",
+        },
+        **CHANGE,
+    },
+)
 def post_one(
     project: str,
     event: Annotated[FeedbackEvent, Body()],
@@ -37,7 +49,7 @@ def post_one(
     return FeedbackAck(id=stored.id, created=stored.created, reward=stored.reward)
 
 
-@router.post("/batch", status_code=status.HTTP_201_CREATED, dependencies=[Ingest])
+@router.post("/batch", status_code=status.HTTP_201_CREATED, dependencies=[Ingest], responses=CHANGE)
 def post_batch(
     project: str, body: FeedbackBatch, store: StoreDep, settings: SettingsDep, request: Request
 ) -> BatchAck:

@@ -9,8 +9,9 @@ from sqlalchemy import text
 
 from fineloop import __version__
 from fineloop.api.deps import StoreDep
+from fineloop.api.responses import ANY
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], responses=ANY)
 
 
 @router.get("/healthz")

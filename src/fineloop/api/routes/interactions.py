@@ -8,21 +8,24 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, status
 
 from fineloop.api.deps import Admin, Ingest, SettingsDep, StoreDep, check_batch_size
+from fineloop.api.responses import CHANGE, KEYED
 from fineloop.operations import store_interactions
 from fineloop.schemas import InteractionCreate, InteractionPublic, InteractionsCreate
 from fineloop.store.interactions import get_interaction, interaction_public, list_interactions
 from fineloop.store.projects import get_project
 
-router = APIRouter(prefix="/v1/projects/{project}/interactions", tags=["interactions"])
+router = APIRouter(
+    prefix="/v1/projects/{project}/interactions", tags=["interactions"], responses=KEYED
+)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, dependencies=[Ingest])
+@router.post("", status_code=status.HTTP_201_CREATED, dependencies=[Ingest], responses=CHANGE)
 def log_one(project: str, body: InteractionCreate, store: StoreDep) -> dict[str, str]:
     """Log one interaction; returns its id (yours, or a generated one)."""
     return {"id": store_interactions(store, project, [body])[0]}
 
 
-@router.post("/batch", status_code=status.HTTP_201_CREATED, dependencies=[Ingest])
+@router.post("/batch", status_code=status.HTTP_201_CREATED, dependencies=[Ingest], responses=CHANGE)
 def log_batch(
     project: str, body: InteractionsCreate, store: StoreDep, settings: SettingsDep
 ) -> dict[str, Any]:

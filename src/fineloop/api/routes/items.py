@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request
 from sqlalchemy import select
 
 from fineloop.api.deps import Admin, SettingsDep, StoreDep, check_batch_size
+from fineloop.api.responses import CHANGE, KEYED
 from fineloop.errors import NotFound
 from fineloop.operations import store_items
 from fineloop.schemas import ItemPublic, ItemsUpsert
@@ -16,10 +17,12 @@ from fineloop.store.items import item_public, list_items
 from fineloop.store.projects import get_project
 from fineloop.store.schema import Item
 
-router = APIRouter(prefix="/v1/projects/{project}/items", tags=["items"], dependencies=[Admin])
+router = APIRouter(
+    prefix="/v1/projects/{project}/items", tags=["items"], dependencies=[Admin], responses=KEYED
+)
 
 
-@router.put("")
+@router.put("", responses=CHANGE)
 def upsert(
     project: str, body: ItemsUpsert, store: StoreDep, settings: SettingsDep, request: Request
 ) -> dict[str, Any]:

@@ -9,11 +9,12 @@ from fastapi import APIRouter, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from fineloop.api.deps import Admin, StoreDep
+from fineloop.api.responses import CHANGE, KEYED
 from fineloop.jobs import store as jobs
 from fineloop.jobs.kinds import queue_evaluation, queue_snapshot_build
 from fineloop.store.schema import Job
 
-router = APIRouter(tags=["jobs"], dependencies=[Admin])
+router = APIRouter(tags=["jobs"], dependencies=[Admin], responses=KEYED)
 
 
 class SnapshotBuild(BaseModel):
@@ -50,7 +51,11 @@ class EvaluateRequest(BaseModel):
     )
 
 
-@router.post("/v1/projects/{project}/snapshots/build", status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/v1/projects/{project}/snapshots/build",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=CHANGE,
+)
 def build_snapshot(
     project: str, store: StoreDep, request: Request, body: SnapshotBuild | None = None
 ) -> dict[str, Any]:
@@ -60,7 +65,9 @@ def build_snapshot(
     return _queued(store, request, job)
 
 
-@router.post("/v1/projects/{project}/evaluate", status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/v1/projects/{project}/evaluate", status_code=status.HTTP_202_ACCEPTED, responses=CHANGE
+)
 def evaluate(
     project: str, store: StoreDep, request: Request, body: EvaluateRequest | None = None
 ) -> dict[str, Any]:

@@ -8,12 +8,13 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from fineloop.api.deps import Admin, StoreDep
+from fineloop.api.responses import CHANGE, CONFLICT, KEYED
 from fineloop.jobs import store as jobs
 from fineloop.jobs.events_stream import event_stream
 from fineloop.jobs.service import start_training
 from fineloop.store.projects import get_project
 
-router = APIRouter(tags=["jobs"], dependencies=[Admin])
+router = APIRouter(tags=["jobs"], dependencies=[Admin], responses=KEYED)
 JobId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Job id.")]
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -40,7 +41,7 @@ class TrainRequest(BaseModel):
     )
 
 
-@router.post("/v1/projects/{project}/train", status_code=status.HTTP_202_ACCEPTED)
+@router.post("/v1/projects/{project}/train", status_code=status.HTTP_202_ACCEPTED, responses=CHANGE)
 def train(
     project: str, store: StoreDep, request: Request, body: TrainRequest | None = None
 ) -> dict[str, Any]:
@@ -125,7 +126,7 @@ def job_events(
     return event_stream(store, request, job_id, after, after_metric, keepalive, last_event_id)
 
 
-@router.post("/v1/jobs/{job_id}/cancel")
+@router.post("/v1/jobs/{job_id}/cancel", responses=CONFLICT)
 def cancel(job_id: JobId, store: StoreDep) -> dict[str, Any]:
     """A queued job is cancelled at once; a running one within seconds (poll its state).
     409 for a job that already succeeded or failed."""

@@ -6,12 +6,13 @@ from fastapi import APIRouter, Request, status
 
 from fineloop import auth
 from fineloop.api.deps import Admin, KeyCache, StoreDep
+from fineloop.api.responses import CHANGE, KEYED
 from fineloop.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic
 
-router = APIRouter(prefix="/v1/keys", tags=["keys"], dependencies=[Admin])
+router = APIRouter(prefix="/v1/keys", tags=["keys"], dependencies=[Admin], responses=KEYED)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED, responses=CHANGE)
 def create(spec: ApiKeyCreate, store: StoreDep, request: Request) -> ApiKeyCreated:
     with store.write() as session:
         created = auth.create_key(session, spec.name, spec.scope)

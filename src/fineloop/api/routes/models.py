@@ -12,12 +12,15 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from fineloop.api.deps import Admin, StoreDep
+from fineloop.api.responses import CHANGE, KEYED
 from fineloop.registry import manage
 from fineloop.registry.versions import CHAMPION
 from fineloop.serving import champion_changed
 from fineloop.store.projects import get_project
 
-router = APIRouter(prefix="/v1/projects/{project}", tags=["models"], dependencies=[Admin])
+router = APIRouter(
+    prefix="/v1/projects/{project}", tags=["models"], dependencies=[Admin], responses=KEYED
+)
 
 Ref = Annotated[str, Field(min_length=1, max_length=64, description="v3, 3, or an alias.")]
 Reason = Field(default=None, max_length=2000, description="Why; kept in the alias history.")
@@ -67,7 +70,7 @@ def show_version(project: str, ref: str, store: StoreDep) -> dict[str, Any]:
         return manage.version_detail(session, get_project(session, project), ref)
 
 
-@router.post("/promote")
+@router.post("/promote", responses=CHANGE)
 def promote(
     project: str, body: PromoteRequest, store: StoreDep, request: Request
 ) -> dict[str, Any]:
@@ -81,7 +84,7 @@ def promote(
     return moved
 
 
-@router.post("/rollback")
+@router.post("/rollback", responses=CHANGE)
 def rollback(
     project: str, store: StoreDep, request: Request, body: RollbackRequest | None = None
 ) -> dict[str, Any]:

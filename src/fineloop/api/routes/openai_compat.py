@@ -14,15 +14,16 @@ model can read (16 characters per token of its max_seq_length, see predict.py).
 from __future__ import annotations
 
 import base64
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, WithJsonSchema
 from starlette.concurrency import run_in_threadpool
 
 from fineloop.api.deps import require
+from fineloop.api.responses import ErrorBody, OpenAIErrorBody, Responses, errors
 from fineloop.config import Settings
 from fineloop.errors import FineloopError, Invalid, NotFound, NotReady, field_path
 from fineloop.serving import get_serving
@@ -35,7 +36,14 @@ _check_key = require("ingest")
 class EmbeddingsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    input: JsonValue = Field(description="A string or a list of strings to embed.")
+    # Any JSON is read so that a wrong type gets OpenAI's error body; the document says
+    # what is taken (inline: an OpenAPI document has no $defs for a $ref to point at).
+    input: Annotated[
+        JsonValue,
+        WithJsonSchema(
+            {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+        ),
+    ] = Field(description="A string or a list of strings to embed.")
     model: str = Field(
         min_length=1, max_length=140, description='"project" or "project:version-or-alias".'
     )
@@ -48,7 +56,25 @@ class EmbeddingsRequest(BaseModel):
     user: str | None = Field(default=None, max_length=256, description="End-user id; unused.")
 
 
-@router.post("/v1/embeddings")
+# The route's own errors use OpenAI's body; the guard, the body limit and the throttle in
+# front of it answer with fineloop's.
+_RESPONSES: Responses = {
+    **errors(400, 413),
+    **errors(401, 404, 422, 503, model=OpenAIErrorBody),
+    **errors(403, 415, 429, model=ErrorBody | OpenAIErrorBody),  # type: ignore[arg-type]
+}
+
+
+@router.post(
+    "/v1/embeddings",
+    responses=_RESPONSES,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": EmbeddingsRequest.model_json_schema()}},
+        }
+    },
+)
 async def embeddings(request: Request) -> JSONResponse:
     """Embed texts with the project's champion (or the named version)."""
     try:

@@ -6,6 +6,7 @@ from fastapi import APIRouter, status
 
 from fineloop import base_models
 from fineloop.api.deps import Admin, SettingsDep, StoreDep
+from fineloop.api.responses import CHANGE, KEYED
 from fineloop.feedback.stats import Bucket, reward_stats
 from fineloop.schemas import ProjectCreate, ProjectPublic, ProjectUpdate, RewardStats
 from fineloop.store.projects import (
@@ -17,10 +18,10 @@ from fineloop.store.projects import (
     update_project,
 )
 
-router = APIRouter(prefix="/v1/projects", tags=["projects"], dependencies=[Admin])
+router = APIRouter(prefix="/v1/projects", tags=["projects"], dependencies=[Admin], responses=KEYED)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED, responses=CHANGE)
 def create(spec: ProjectCreate, store: StoreDep, settings: SettingsDep) -> ProjectPublic:
     if spec.base_model:
         base_models.check(settings, spec.base_model)  # 422 before anything is stored
@@ -40,7 +41,7 @@ def show(project: str, store: StoreDep) -> ProjectPublic:
         return project_public(get_project(session, project))
 
 
-@router.patch("/{project}")
+@router.patch("/{project}", responses=CHANGE)
 def update(
     project: str, change: ProjectUpdate, store: StoreDep, settings: SettingsDep
 ) -> ProjectPublic:

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from fineloop.api.deps import Admin, StoreDep
+from fineloop.api.responses import BUSY, CHANGE, CONFLICT, KEYED
 from fineloop.errors import NotFound
 from fineloop.rollouts.public import rollout_public
 from fineloop.rollouts.routing import warm as start_indexing
@@ -16,7 +17,12 @@ from fineloop.rollouts.store import active_rollout, end_rollout, put_rollout
 from fineloop.serving import ServingState, get_serving
 from fineloop.store.projects import get_project
 
-router = APIRouter(prefix="/v1/projects/{project}/rollout", tags=["rollouts"], dependencies=[Admin])
+router = APIRouter(
+    prefix="/v1/projects/{project}/rollout",
+    tags=["rollouts"],
+    dependencies=[Admin],
+    responses=KEYED,
+)
 USER = "user"
 
 
@@ -28,7 +34,7 @@ def show(project: str, store: StoreDep) -> dict[str, Any]:
         return rollout_public(session, get_project(session, project))
 
 
-@router.put("")
+@router.put("", responses=CHANGE)
 def put(project: str, body: RolloutSpec, store: StoreDep, request: Request) -> dict[str, Any]:
     """Start a rollout, or change the weights or policy of the running one (same variant
     names and targets). Weights are relative and stored normalised to sum 1."""
@@ -38,7 +44,7 @@ def put(project: str, body: RolloutSpec, store: StoreDep, request: Request) -> d
     return show(project, store)
 
 
-@router.delete("")
+@router.delete("", responses=CONFLICT)
 def end(
     project: str,
     store: StoreDep,
@@ -58,7 +64,7 @@ def end(
     return show(project, store)
 
 
-@router.post("/evaluate")
+@router.post("/evaluate", responses={**CONFLICT, **BUSY})
 def evaluate(project: str, store: StoreDep, request: Request) -> dict[str, Any]:
     """Run the policy now (it also runs after feedback, debounced); what it did, if anything."""
     with store.read() as session:

@@ -7,11 +7,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 
 from fineloop.api.deps import Admin, Ingest
+from fineloop.api.responses import BODY, BUSY, KEYED
 from fineloop.serving import ServingState, get_serving
 from fineloop.serving.schemas import SearchRequest, SearchResponse, SelectRequest, SelectResponse
 from fineloop.serving.service import search, select
 
-router = APIRouter(prefix="/v1/projects/{project}", tags=["serving"])
+router = APIRouter(prefix="/v1/projects/{project}", tags=["serving"], responses={**KEYED, **BUSY})
 
 
 def _serving(request: Request) -> ServingState:
@@ -21,14 +22,14 @@ def _serving(request: Request) -> ServingState:
 ServingDep = Annotated[ServingState, Depends(_serving)]
 
 
-@router.post("/search", dependencies=[Ingest])
+@router.post("/search", dependencies=[Ingest], responses=BODY)
 def search_items(project: str, body: SearchRequest, serving: ServingDep) -> SearchResponse:
     """The k best items for the query, each with its cosine `score` and calibrated
     `probability`; logs the interaction (attach feedback to `interaction_id`)."""
     return search(serving, project, body)
 
 
-@router.post("/select", dependencies=[Ingest])
+@router.post("/select", dependencies=[Ingest], responses=BODY)
 def select_items(project: str, body: SelectRequest, serving: ServingDep) -> SelectResponse:
     """Every item whose probability reaches the threshold (at most `max`), plus the next
     best candidates a user may pick from; logs the candidates as the shown items."""

@@ -13,13 +13,14 @@ from typing import Any
 from fastapi import APIRouter, Request, status
 
 from fineloop.api.deps import Admin, StoreDep
+from fineloop.api.responses import CHANGE, KEYED
 from fineloop.jobs import store as jobs
 from fineloop.jobs.search_space import SearchConfig, start_search
 
-router = APIRouter(tags=["jobs"], dependencies=[Admin])
+router = APIRouter(tags=["jobs"], dependencies=[Admin], responses=KEYED)
 
 
-@router.post("/v1/projects/{project}/tune", status_code=status.HTTP_202_ACCEPTED)
+@router.post("/v1/projects/{project}/tune", status_code=status.HTTP_202_ACCEPTED, responses=CHANGE)
 def tune(
     project: str, store: StoreDep, request: Request, body: SearchConfig | None = None
 ) -> dict[str, Any]:

@@ -8,11 +8,15 @@ from typing import Any
 from fastapi import APIRouter
 
 from fineloop.api.deps import Admin, StoreDep
+from fineloop.api.responses import KEYED
 from fineloop.snapshots import get_snapshot, list_snapshots, snapshot_public
 from fineloop.store.projects import get_project
 
 router = APIRouter(
-    prefix="/v1/projects/{project}/snapshots", tags=["snapshots"], dependencies=[Admin]
+    prefix="/v1/projects/{project}/snapshots",
+    tags=["snapshots"],
+    dependencies=[Admin],
+    responses=KEYED,
 )
 
 

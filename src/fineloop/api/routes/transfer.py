@@ -10,20 +10,41 @@ from starlette.concurrency import run_in_threadpool
 
 from fineloop.api.deps import Admin, StoreDep
 from fineloop.api.limits import large_body
+from fineloop.api.responses import CHANGE, KEYED
 from fineloop.schemas import ImportReport
 from fineloop.serving import feedback_changed, items_changed
 from fineloop.store.projects import get_project
 from fineloop.transfer.service import export_file, import_file
 
-router = APIRouter(prefix="/v1/projects/{project}", tags=["import/export"], dependencies=[Admin])
+router = APIRouter(
+    prefix="/v1/projects/{project}",
+    tags=["import/export"],
+    dependencies=[Admin],
+    responses=KEYED,
+)
 
 ResourceName = Literal["items", "interactions", "feedback"]
 ImportFormat = Literal["jsonl", "csv", "parquet", "oasst"]
 ExportFormat = Literal["jsonl", "csv", "parquet"]
 _MEDIA = {"jsonl": "application/x-ndjson", "csv": "text/csv", "parquet": "application/octet-stream"}
+# The file is the raw body, so FastAPI cannot document it: say so in OpenAPI ourselves.
+_FILE_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "The file, as the raw body, in the `format` given.",
+        "content": {
+            media: {"schema": {"type": "string", "format": "binary"}}
+            for media in sorted(set(_MEDIA.values()))
+        },
+    }
+}
+_FILE_ANSWER = {
+    "description": "The rows as a file in the `format` asked for.",
+    "content": {media: {} for media in sorted(set(_MEDIA.values()))},
+}
 
 
-@router.post("/import/{resource}")
+@router.post("/import/{resource}", responses=CHANGE, openapi_extra=_FILE_BODY)
 @large_body  # the whole file is the body: max_import_bytes, not max_request_bytes
 async def import_rows(
     project: str,
@@ -44,7 +65,7 @@ async def import_rows(
     return reports
 
 
-@router.get("/export/{resource}")
+@router.get("/export/{resource}", response_class=StreamingResponse, responses={200: _FILE_ANSWER})
 def export_rows(
     project: str,
     resource: ResourceName,

@@ -8,10 +8,16 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from fineloop.api.deps import Admin, StoreDep
+from fineloop.api.responses import KEYED
 from fineloop.jobs.webhook_signing import rotate, secret_of
 from fineloop.store.projects import get_project
 
-router = APIRouter(prefix="/v1/projects/{project}/webhook", tags=["webhooks"], dependencies=[Admin])
+router = APIRouter(
+    prefix="/v1/projects/{project}/webhook",
+    tags=["webhooks"],
+    dependencies=[Admin],
+    responses=KEYED,
+)
 
 
 class WebhookSecretPublic(BaseModel):
