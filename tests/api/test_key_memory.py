@@ -138,3 +138,21 @@ def test_the_cache_evicts_the_least_recently_used_and_expires_entries() -> None:
     time.sleep(0.25)
     assert cache.get("a") is None
     assert len(cache) == 1  # c expired too, but is only dropped when read or evicted
+
+
+def test_wrong_keys_at_the_dashboard_login_count_too(settings: Settings, store: Store) -> None:
+    here = {
+        "Origin": "http://testserver",
+        "Sec-Fetch-Site": "same-origin",
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+    with keyed_app(settings, store, per_minute=2) as client:
+        statuses = [
+            client.post("/login", content=f"key=guess-{n}", headers=here).status_code
+            for n in range(3)
+        ]
+        assert statuses == [401, 401, 429]
+        too_long = TestClient(client.app, client=("10.9.9.9", 1))
+        refused = too_long.post("/login", content="key=" + "k" * 10_000, headers=here)
+        assert refused.status_code == 401
+        assert f"at most {MAX_KEY_CHARS}" in refused.text

@@ -19,7 +19,8 @@ from fastapi.responses import FileResponse, PlainTextResponse, RedirectResponse,
 from fastapi.templating import Jinja2Templates
 
 from fineloop import __version__, auth
-from fineloop.api.deps import KeyCache, StoreDep, from_own_pages, require
+from fineloop.api.deps import KeyCache, StoreDep, checked_scope, from_own_pages, require
+from fineloop.api.throttle import TooManyFailures
 from fineloop.errors import Forbidden, NotFound, Unauthorized
 from fineloop.web import views
 
@@ -91,9 +92,12 @@ async def login(request: Request) -> Response:
     target = _local((form.get("next") or ["/"])[0])
     if not from_own_pages(request):
         return _login_error(request, target, "log in from this server's own login page", 403)
-    scope = await run_in_threadpool(_keys(request).scope_of, key) if key else None
-    if scope is None:
+    if not key:
         return _login_error(request, target, "unknown or revoked API key", 401)
+    try:  # capped length and the failure throttle, as for the Authorization header
+        scope = await run_in_threadpool(checked_scope, request, key)
+    except (Unauthorized, TooManyFailures) as error:
+        return _login_error(request, target, error.message, error.status)
     if scope != "admin":
         message = f"this key has scope {scope!r}; the dashboard needs an admin key"
         return _login_error(request, target, message, 403)
