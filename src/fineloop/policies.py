@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
+
+from fineloop.validation import INPUT, Int64, JsonObject, Seed
 
 
 class TriggerPolicy(BaseModel):
     """When a project retrains by itself (both off by default: training starts by hand)."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = INPUT
 
-    feedback_count: int | None = Field(
+    feedback_count: Int64 | None = Field(
         default=None,
         ge=1,
         description="Train after this many new qualifying feedback events (|reward| at least "
@@ -21,6 +23,7 @@ class TriggerPolicy(BaseModel):
     interval_minutes: int | None = Field(
         default=None,
         ge=1,
+        le=10 * 366 * 24 * 60,  # ten years: past it the schedule's datetime arithmetic fails
         description="Train on a schedule: this many minutes after the last training job "
         "was created, if qualifying feedback arrived since; null: off.",
     )
@@ -36,9 +39,9 @@ class TriggerPolicy(BaseModel):
 class TrainingPolicy(BaseModel):
     """How a project trains and when a candidate may replace the champion."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = INPUT
 
-    train: dict[str, Any] = Field(
+    train: JsonObject = Field(
         default_factory=dict,
         description="Overrides of the task's training config (e.g. loss, epochs, batch_size); "
         "validated by the task.",
@@ -54,7 +57,7 @@ class TrainingPolicy(BaseModel):
         default=True, description="Promote a candidate that passes the gate at once."
     )
     bootstrap_samples: int = Field(default=1000, ge=100, le=100_000)
-    seed: int = Field(default=13, description="Seed for splits, sampling and training.")
+    seed: Seed = Field(default=13, description="Seed for splits, sampling and training.")
     max_attempts: int = Field(
         default=2,
         ge=1,
@@ -79,7 +82,7 @@ class TrainingPolicy(BaseModel):
 class ServingPolicy(BaseModel):
     """How a project serves: calibration, instant adaptation, selection thresholds."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = INPUT
 
     online_adaptation: bool = Field(
         default=True,

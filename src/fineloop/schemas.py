@@ -9,11 +9,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
+from pydantic import AfterValidator, BaseModel, Field, JsonValue
 
 from fineloop.feedback.events import FeedbackEvent
 from fineloop.feedback.rewards import RewardPolicy
 from fineloop.policies import ServingPolicy, TrainingPolicy
+from fineloop.validation import INPUT, Json, JsonObject, Timestamp
 
 
 def _installed_task(name: str) -> str:
@@ -37,7 +38,9 @@ ProjectName = Annotated[
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    """Request models: strict types (a boolean is not a number), unknown keys refused."""
+
+    model_config = INPUT
 
 
 class ProjectCreate(Strict):
@@ -79,7 +82,7 @@ class ProjectPublic(BaseModel):
 class ItemIn(Strict):
     id: str = Field(min_length=1, max_length=256, description="Your id for the item.")
     text: str = Field(min_length=1, max_length=100_000, description="What the model reads.")
-    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+    metadata: JsonObject = Field(default_factory=dict)
 
 
 class ItemsUpsert(Strict):
@@ -100,16 +103,16 @@ class InteractionCreate(Strict):
         max_length=64,
         description="Your id; logging the same id twice returns the first record.",
     )
-    input: JsonValue = Field(description="What the model was given (query, prompt, text).")
-    output: JsonValue = Field(
+    input: Json = Field(description="What the model was given (query, prompt, text).")
+    output: Json = Field(
         description='What the user saw. Rankings: {"items": [{"id": ..., "score": ...}]}.'
     )
     model_version: str | None = Field(default=None, max_length=128)
     variant: str | None = Field(default=None, max_length=64)
     user_id: str | None = Field(default=None, max_length=256)
     latency_ms: float | None = Field(default=None, ge=0)
-    created_at: datetime | None = None
-    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+    created_at: Timestamp | None = None
+    metadata: JsonObject = Field(default_factory=dict)
 
 
 class InteractionsCreate(Strict):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from functools import cache
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from fineloop.validation import INPUT, Int64, Json, JsonObject, Timestamp
 
 FeedbackKind = Literal["thumb", "rating", "correction", "selection", "preference", "label"]
 KINDS: tuple[str, ...] = ("thumb", "rating", "correction", "selection", "preference", "label")
@@ -17,7 +18,7 @@ Id = Annotated[str, Field(min_length=1, max_length=256)]
 class EventEnvelope(BaseModel):
     """Fields every feedback event shares, whatever its kind."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = INPUT
 
     interaction_id: str | None = Field(
         default=None,
@@ -25,13 +26,13 @@ class EventEnvelope(BaseModel):
         max_length=64,
         description="The interaction (model call) this feedback is about.",
     )
-    input: JsonValue | None = Field(
+    input: Json | None = Field(
         default=None,
         description="The model input, for feedback logged without an interaction "
         "(a query for a label, a prompt for a preference).",
     )
     user_id: str | None = Field(default=None, max_length=256, description="Who gave it.")
-    timestamp: datetime | None = Field(
+    timestamp: Timestamp | None = Field(
         default=None, description="When the user gave it (ISO 8601; default: now, UTC)."
     )
     idempotency_key: str | None = Field(
@@ -47,19 +48,9 @@ class EventEnvelope(BaseModel):
         description="How hard the case was for the model (0 easy, 1 hard); derived from "
         "the interaction's ranking for selections when omitted.",
     )
-    metadata: dict[str, JsonValue] = Field(
+    metadata: JsonObject = Field(
         default_factory=dict, description="Free-form context kept with the event."
     )
-
-    @field_validator("timestamp")
-    @classmethod
-    def _aware_utc(cls, value: datetime | None) -> datetime | None:
-        if value is None:
-            return None
-        try:
-            return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-        except OverflowError as error:
-            raise ValueError("lies outside the years 1..9999 once converted to UTC") from error
 
 
 class ThumbEvent(EventEnvelope):
@@ -74,11 +65,11 @@ class RatingEvent(EventEnvelope):
 
 class CorrectionEvent(EventEnvelope):
     kind: Literal["correction"] = Field(description="The user's corrected output.")
-    output: JsonValue = Field(description="What the output should have been.")
+    output: Json = Field(description="What the output should have been.")
 
     @field_validator("output")
     @classmethod
-    def _not_empty(cls, value: JsonValue) -> JsonValue:
+    def _not_empty(cls, value: Json) -> Json:
         if value is None or value == "" or value == [] or value == {}:
             raise ValueError("a correction needs the corrected output")
         return value
@@ -103,8 +94,8 @@ class SelectionEvent(EventEnvelope):
 
 class PreferenceEvent(EventEnvelope):
     kind: Literal["preference"] = Field(description="Output A preferred over output B.")
-    chosen: JsonValue | None = Field(default=None, description="The preferred output.")
-    rejected: JsonValue | None = Field(default=None, description="The dispreferred output.")
+    chosen: Json | None = Field(default=None, description="The preferred output.")
+    rejected: Json | None = Field(default=None, description="The dispreferred output.")
     chosen_interaction_id: str | None = Field(
         default=None, max_length=64, description="Interaction holding the preferred output."
     )
@@ -122,10 +113,10 @@ class PreferenceEvent(EventEnvelope):
 
 
 class Span(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = INPUT
 
-    start: int = Field(ge=0, description="Character offset where the span starts.")
-    end: int = Field(gt=0, description="Character offset just past the span.")
+    start: Int64 = Field(ge=0, description="Character offset where the span starts.")
+    end: Int64 = Field(gt=0, description="Character offset just past the span.")
     label: str = Field(min_length=1, max_length=64, description="Entity type.")
 
     @model_validator(mode="after")

@@ -11,11 +11,13 @@ import math
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
+
+from fineloop.validation import INPUT
 
 
 class RatingScale(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = INPUT
 
     min: float = Field(default=1.0, description="Lowest allowed rating.")
     max: float = Field(default=5.0, description="Highest allowed rating.")
@@ -30,7 +32,7 @@ class RatingScale(BaseModel):
 class RewardPolicy(BaseModel):
     """Per-project reward settings; every field has a default documented in the README."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = INPUT
 
     thumb_up: float = Field(default=1.0, ge=-1, le=1, description="Reward of a thumbs-up.")
     thumb_down: float = Field(default=-1.0, ge=-1, le=1, description="Reward of a thumbs-down.")

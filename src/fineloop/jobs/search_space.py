@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from fineloop.data import read_project
 from fineloop.errors import Invalid, field_path
@@ -21,6 +21,7 @@ from fineloop.store.projects import get_project, training_policy_of
 from fineloop.store.schema import Job
 from fineloop.tasks import get_task
 from fineloop.tasks.base import Task
+from fineloop.validation import INPUT, JsonObject, Seed
 
 Choice = str | int | float | bool | None
 
@@ -28,7 +29,7 @@ Choice = str | int | float | bool | None
 class SearchParam(BaseModel):
     """One hyperparameter: a float or int range (optionally on a log scale), or choices."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = INPUT
 
     type: Literal["float", "int", "categorical"] = Field(
         description="float or int: sample from [low, high]; categorical: one of `choices`."
@@ -85,7 +86,7 @@ class SearchParam(BaseModel):
 class PrunerConfig(BaseModel):
     """When to stop a trial early, judged on its validation metric at each evaluation."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = INPUT
 
     kind: Literal["median", "threshold", "none"] = Field(
         default="median",
@@ -113,7 +114,7 @@ class PrunerConfig(BaseModel):
 class SearchConfig(BaseModel):
     """A hyperparameter search: what to explore, for how long, and how to judge trials."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = INPUT
 
     space: dict[str, SearchParam | None] = Field(
         default_factory=dict,
@@ -133,13 +134,13 @@ class SearchConfig(BaseModel):
     sampler: Literal["tpe", "random"] = Field(
         default="tpe", description="How Optuna picks the next trial's values."
     )
-    seed: int = Field(default=13, description="The sampler's seed (same seed, same trials).")
-    train: dict[str, Any] = Field(
+    seed: Seed = Field(default=13, description="The sampler's seed (same seed, same trials).")
+    train: JsonObject = Field(
         default_factory=dict,
         description="Fixed training config values for every trial, over the project's "
         'training policy (e.g. {"max_steps": 200}); not searched.',
     )
-    enqueue: list[dict[str, Any]] = Field(
+    enqueue: list[JsonObject] = Field(
         default_factory=list,
         max_length=100,
         description="Trials to run first with these values (e.g. today's config as a "

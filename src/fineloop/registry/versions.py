@@ -9,11 +9,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from fineloop import __version__
-from fineloop.errors import NotFound
+from fineloop.errors import Invalid, NotFound
 from fineloop.store.schema import Alias, ModelVersion, Project
+from fineloop.validation import version_number
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+INT32_MAX = 2**31 - 1  # the column's type on PostgreSQL
 
 
 def register_version(
@@ -76,11 +78,14 @@ def resolve(session: Session, project: Project, ref: str) -> ModelVersion:
         found = session.get(ModelVersion, alias.version_id)
         if found is not None:
             return found
-    text = ref[1:] if ref[:1] in ("v", "V") else ref
-    if text.isdigit():
+    try:
+        number = version_number(ref)
+    except ValueError as error:
+        raise Invalid(str(error), field="version") from error
+    if number is not None and number <= INT32_MAX:  # a larger one names no stored version
         found = session.scalar(
             select(ModelVersion).where(
-                ModelVersion.project_id == project.id, ModelVersion.number == int(text)
+                ModelVersion.project_id == project.id, ModelVersion.number == number
             )
         )
         if found is not None:

@@ -25,6 +25,7 @@ from fineloop.rollouts.spec import RolloutPolicy, Variant
 from fineloop.rollouts.store import ACTIVE
 from fineloop.store import Store
 from fineloop.store.schema import Project, Rollout
+from fineloop.validation import read_stored
 
 log = logging.getLogger("fineloop.rollouts")
 TTL = 2.0
@@ -122,4 +123,6 @@ class LiveRollouts:
             if row is None:
                 return None
             variants = tuple(Variant.from_dict(v) for v in row.variants)
-            return ActiveRollout(row.id, variants, RolloutPolicy.model_validate(row.policy))
+            return ActiveRollout(
+                row.id, variants, read_stored(RolloutPolicy, row.policy, "rollout policy")
+            )

@@ -17,6 +17,7 @@ from fineloop.errors import Invalid, NotFound
 from fineloop.registry.versions import CHAMPION, resolve
 from fineloop.rollouts.spec import RolloutPolicy, RolloutSpec, Variant, weights_of
 from fineloop.store.schema import Alias, ModelVersion, Project, Rollout, RolloutChange
+from fineloop.validation import read_stored
 
 ACTIVE, ENDED = "active", "ended"
 
@@ -42,7 +43,7 @@ def variants_of(rollout: Rollout) -> list[Variant]:
 
 
 def policy_of(rollout: Rollout) -> RolloutPolicy:
-    return RolloutPolicy.model_validate(rollout.policy)
+    return read_stored(RolloutPolicy, rollout.policy, "rollout policy")
 
 
 def history_of(session: Session, rollout_id: int) -> list[RolloutChange]:

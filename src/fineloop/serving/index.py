@@ -17,6 +17,7 @@ rows) and passed to FAISS as an `IDSelectorBatch`, so a filtered search stays ex
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -30,9 +31,12 @@ RESCORE = 32  # fp16 scores are within ~1e-3 of float32: 32 spare candidates cov
 
 def value_key(value: Any) -> bytes:
     """One canonical form per JSON value, so 2 and 2.0 (and key order) compare equal."""
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
         value = int(value)
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # an integer past 64 bits, stored before the API refused them
+        return json.dumps(value, sort_keys=True).encode()
 
 
 class VectorIndex:

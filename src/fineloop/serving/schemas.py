@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field
 
 from fineloop.schemas import Strict
+from fineloop.validation import JsonObject
 
-Filters = dict[str, JsonValue]
+Filters = JsonObject  # 64-bit integers, no NaN, bounded nesting: what the index can key
 
 
 class SearchRequest(Strict):

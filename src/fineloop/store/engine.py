@@ -7,6 +7,7 @@ busy timeout instead of failing halfway when one upgrades its read lock.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -30,7 +31,19 @@ def _dumps(value: Any) -> str:
 
 def _loads(value: Any) -> Any:
     # SQLite's NUMERIC affinity hands a bare JSON number back already as a number.
-    return orjson.loads(value) if isinstance(value, str | bytes) else value
+    if not isinstance(value, str | bytes):
+        return value
+    long_number = _LONG_TEXT if isinstance(value, str) else _LONG_BYTES
+    if long_number.search(value):  # type: ignore[arg-type]
+        # orjson reads an integer past 64 bits as a float: what was stored would not read
+        # back (a seed of 2**70 came back as 1.18e21); the standard library keeps it exact.
+        return json.loads(value)
+    return orjson.loads(value)
+
+
+# 2**63 has 19 digits: no shorter run of digits can be an integer orjson reads as a float.
+_LONG_TEXT = re.compile(r"[0-9]{19}")
+_LONG_BYTES = re.compile(rb"[0-9]{19}")
 
 
 WRITE_OPTION = "fineloop_write"

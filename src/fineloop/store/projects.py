@@ -13,6 +13,7 @@ from fineloop.feedback.rewards import RewardPolicy, stored_reward
 from fineloop.policies import ServingPolicy, TrainingPolicy
 from fineloop.schemas import ProjectCreate, ProjectPublic, ProjectUpdate
 from fineloop.store.schema import Feedback, Project, table
+from fineloop.validation import read_stored
 
 
 def create_project(session: Session, spec: ProjectCreate) -> Project:
@@ -50,15 +51,17 @@ def list_projects(session: Session) -> list[Project]:
 
 
 def policy_of(project: Project) -> RewardPolicy:
-    return RewardPolicy.model_validate(project.reward_policy)
+    return read_stored(RewardPolicy, project.reward_policy, f"reward_policy of {project.name!r}")
 
 
 def training_policy_of(project: Project) -> TrainingPolicy:
-    return TrainingPolicy.model_validate(project.training_policy or {})
+    return read_stored(
+        TrainingPolicy, project.training_policy, f"training_policy of {project.name!r}"
+    )
 
 
 def serving_policy_of(project: Project) -> ServingPolicy:
-    return ServingPolicy.model_validate(project.serving_policy or {})
+    return read_stored(ServingPolicy, project.serving_policy, f"serving_policy of {project.name!r}")
 
 
 def update_project(session: Session, name: str, change: ProjectUpdate) -> Project:

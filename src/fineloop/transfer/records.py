@@ -6,6 +6,7 @@ derived (ids, rewards, received_at); importing ignores those, so an export impor
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -79,14 +80,33 @@ LAYOUTS: dict[str, Layout] = {
 }
 
 
+# Numeric columns. A CSV cell is text, so "4" in one of these is read as the number 4; a
+# JSON or Parquet value keeps its type and is checked as strictly as in the API (a boolean
+# is not a number).
+NUMERIC = frozenset({"latency_ms", "difficulty", "value"})
+_NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+
+
 def parse(resource: str, row: dict[str, Any]) -> ItemIn | InteractionCreate | EventEnvelope:
     """Validate one file row into the API object; pydantic errors name the field."""
-    kept = {k: v for k, v in row.items() if k not in LAYOUTS[resource].derived}
+    kept = {
+        k: _number(v) if k in NUMERIC else v
+        for k, v in row.items()
+        if k not in LAYOUTS[resource].derived
+    }
     if resource == "items":
         return ItemIn.model_validate(kept)
     if resource == "interactions":
         return InteractionCreate.model_validate(kept)
     return _EVENT.validate_python(kept)
+
+
+def _number(cell: Any) -> Any:
+    """A text cell holding an ASCII decimal number, as that number; anything else as is
+    (a thumb's "up" stays text, and validation says what is wrong with the rest)."""
+    if not isinstance(cell, str) or not _NUMBER.fullmatch(text := cell.strip()):
+        return cell
+    return float(text)
 
 
 def export_rows(

@@ -6,13 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from fineloop.api.deps import Admin, StoreDep
 from fineloop.api.responses import CHANGE, KEYED
 from fineloop.jobs import store as jobs
 from fineloop.jobs.kinds import queue_evaluation, queue_snapshot_build
 from fineloop.store.schema import Job
+from fineloop.validation import INPUT
 
 router = APIRouter(tags=["jobs"], dependencies=[Admin], responses=KEYED)
 
@@ -20,7 +21,7 @@ router = APIRouter(tags=["jobs"], dependencies=[Admin], responses=KEYED)
 class SnapshotBuild(BaseModel):
     """What `POST /v1/projects/{project}/snapshots/build` takes; every field is optional."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = INPUT
 
     seed: int | None = Field(
         default=None,
@@ -33,7 +34,7 @@ class SnapshotBuild(BaseModel):
 class EvaluateRequest(BaseModel):
     """What `POST /v1/projects/{project}/evaluate` takes; every field is optional."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = INPUT
 
     version: str = Field(
         default="champion",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from fineloop.api.deps import Admin, StoreDep
 from fineloop.api.responses import CHANGE, CONFLICT, KEYED
@@ -13,6 +13,7 @@ from fineloop.jobs import store as jobs
 from fineloop.jobs.events_stream import event_stream
 from fineloop.jobs.service import start_training
 from fineloop.store.projects import get_project
+from fineloop.validation import INPUT, JsonObject
 
 router = APIRouter(tags=["jobs"], dependencies=[Admin], responses=KEYED)
 JobId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Job id.")]
@@ -22,15 +23,17 @@ JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 class TrainRequest(BaseModel):
     """What `POST /v1/projects/{project}/train` takes; every field is optional."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = INPUT
 
-    overrides: dict[str, Any] = Field(
+    overrides: JsonObject = Field(
         default_factory=dict,
         description="Training config values for this run only, over the project's training "
         'policy (e.g. {"epochs": 1, "loss": "cosent"}); validated before the job is queued.',
     )
     nproc: int | None = Field(
         default=None,
+        ge=1,
+        le=1024,
         description="Train on this many processes of one machine (DDP; gloo on CPU, nccl on "
         "GPU); default: the worker's `train_nproc` setting.",
     )

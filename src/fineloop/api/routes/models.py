@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from fineloop.api.deps import Admin, StoreDep
 from fineloop.api.responses import CHANGE, KEYED
@@ -17,6 +17,7 @@ from fineloop.registry import manage
 from fineloop.registry.versions import CHAMPION
 from fineloop.serving import champion_changed
 from fineloop.store.projects import get_project
+from fineloop.validation import INPUT
 
 router = APIRouter(
     prefix="/v1/projects/{project}", tags=["models"], dependencies=[Admin], responses=KEYED
@@ -27,7 +28,7 @@ Reason = Field(default=None, max_length=2000, description="Why; kept in the alia
 
 
 class PromoteRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = INPUT
 
     version: Ref
     reason: str | None = Reason
@@ -39,7 +40,7 @@ class PromoteRequest(BaseModel):
 
 
 class RollbackRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = INPUT
 
     alias: str = Field(default=CHAMPION, min_length=1, max_length=64, description="Alias.")
     reason: str | None = Reason

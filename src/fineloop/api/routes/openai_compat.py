@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, WithJsonSchema
+from pydantic import BaseModel, Field, JsonValue, ValidationError, WithJsonSchema
 from starlette.concurrency import run_in_threadpool
 
 from fineloop.api.deps import require
@@ -28,13 +28,14 @@ from fineloop.config import Settings
 from fineloop.errors import FineloopError, Invalid, NotFound, NotReady, field_path
 from fineloop.serving import get_serving
 from fineloop.serving.versions import served_version
+from fineloop.validation import INPUT
 
 router = APIRouter(tags=["openai-compatible"])
 _check_key = require("ingest")
 
 
 class EmbeddingsRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = INPUT  # strict: `dimensions: true` is not 1
 
     # Any JSON is read so that a wrong type gets OpenAI's error body; the document says
     # what is taken (inline: an OpenAPI document has no $defs for a $ref to point at).
@@ -51,7 +52,10 @@ class EmbeddingsRequest(BaseModel):
         default="float", description="float arrays, or base64 of little-endian float32."
     )
     dimensions: int | None = Field(
-        default=None, ge=1, description="Keep the first n dimensions, renormalized (Matryoshka)."
+        default=None,
+        ge=1,
+        le=65_536,
+        description="Keep the first n dimensions, renormalized (Matryoshka).",
     )
     user: str | None = Field(default=None, max_length=256, description="End-user id; unused.")
 
