@@ -141,6 +141,10 @@ HUGE_INTEGERS = [
         "64-bit",
     ),
     case("tune seed", "POST", "/v1/projects/{p}/tune", {"seed": HUGE}, "seed"),
+    case("items cursor", "GET", f"/v1/projects/{{p}}/items?after={HUGE}", None, "after"),
+    case("feedback cursor", "GET", f"/v1/projects/{{p}}/feedback?after={HUGE}", None, "after"),
+    case("feedback id", "GET", f"/v1/projects/{{p}}/feedback/{HUGE}", None, "feedback_id"),
+    case("key id", "DELETE", f"/v1/keys/{HUGE}", None, "key_id"),
 ]
 
 VERSIONS = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query, Request, Response, status
+from fastapi import APIRouter, Body, Path, Query, Request, Response, status
 from sqlalchemy import select
 
 from fineloop.api.deps import Admin, Ingest, SettingsDep, StoreDep, check_batch_size
@@ -18,6 +18,7 @@ from fineloop.schemas import BatchAck, FeedbackAck, FeedbackBatch, FeedbackPage,
 from fineloop.serving import feedback_changed
 from fineloop.store.projects import get_project, policy_of
 from fineloop.store.schema import Feedback
+from fineloop.validation import INT64_MAX
 
 router = APIRouter(prefix="/v1/projects/{project}/feedback", tags=["feedback"], responses=KEYED)
 
@@ -73,7 +74,9 @@ def list_page(
     min_reward: Annotated[float | None, Query(ge=-1, le=1)] = None,
     max_reward: Annotated[float | None, Query(ge=-1, le=1)] = None,
     trainable: bool | None = None,
-    after: Annotated[int, Query(ge=0, description="Cursor: the next_cursor of a page.")] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=INT64_MAX, description="Cursor: the next_cursor of a page.")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> FeedbackPage:
     where = FeedbackFilter(
@@ -93,7 +96,9 @@ def list_page(
 
 
 @router.get("/{feedback_id}", dependencies=[Admin])
-def show(project: str, feedback_id: int, store: StoreDep) -> FeedbackPublic:
+def show(
+    project: str, feedback_id: Annotated[int, Path(ge=1, le=INT64_MAX)], store: StoreDep
+) -> FeedbackPublic:
     with store.read() as session:
         found = get_project(session, project)
         row = session.scalar(

@@ -16,6 +16,7 @@ from fineloop.serving import items_changed
 from fineloop.store.items import item_public, list_items
 from fineloop.store.projects import get_project
 from fineloop.store.schema import Item
+from fineloop.validation import INT64_MAX
 
 router = APIRouter(
     prefix="/v1/projects/{project}/items", tags=["items"], dependencies=[Admin], responses=KEYED
@@ -37,7 +38,9 @@ def upsert(
 def list_page(
     project: str,
     store: StoreDep,
-    after: Annotated[int, Query(ge=0, description="Cursor from the previous page.")] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=INT64_MAX, description="Cursor from the previous page.")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     with store.read() as session:

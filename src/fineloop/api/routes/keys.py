@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, status
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request, status
 
 from fineloop import auth
 from fineloop.api.deps import Admin, KeyCache, StoreDep
 from fineloop.api.responses import CHANGE, KEYED
 from fineloop.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic
+from fineloop.validation import INT64_MAX
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"], dependencies=[Admin], responses=KEYED)
 
@@ -27,7 +30,9 @@ def list_all(store: StoreDep) -> list[ApiKeyPublic]:
 
 
 @router.delete("/{key_id}")
-def revoke(key_id: int, store: StoreDep, request: Request) -> ApiKeyPublic:
+def revoke(
+    key_id: Annotated[int, Path(ge=1, le=INT64_MAX)], store: StoreDep, request: Request
+) -> ApiKeyPublic:
     with store.write() as session:
         revoked = auth.revoke_key(session, key_id)
     _forget(request)
