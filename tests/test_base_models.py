@@ -107,9 +107,11 @@ def test_the_packaged_model_and_models_root_paths_are_accepted(
     assert base_models.resolve(settings, str(relative)) == str(tiny_model)
 
 
-def test_a_missing_folder_inside_the_root_says_so(settings: Settings) -> None:
+def test_a_missing_folder_inside_the_root_says_so_at_the_edge(settings: Settings) -> None:
+    missing = settings.resolved_models_root / "a" / "b" / "c"
     with pytest.raises(Invalid, match="no model at"):
-        base_models.resolve(settings, str(settings.resolved_models_root / "a" / "b" / "c"))
+        base_models.check(settings, str(missing))
+    assert base_models.resolve(settings, str(missing)) == str(missing)  # the loader says why
 
 
 def test_hub_ids_are_left_to_the_hub_and_pickle_only_repos_refused(settings: Settings) -> None:

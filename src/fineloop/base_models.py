@@ -40,9 +40,12 @@ def outside_message(settings: Settings) -> str:
 def check(settings: Settings, name: str) -> None:
     """Refuse a base model name at the edge (project create/update) without touching the
     network: paths must be allowed and hold safetensors; hub ids are checked on load."""
-    if _local(settings, name) is None:
+    path = _local(settings, name)
+    if path is None:
         return  # a hub id
-    resolve(settings, name)
+    if not path.exists():
+        raise Invalid(f"no model at {path}", field="base_model")
+    refuse_pickles(settings, path)
 
 
 def resolve(settings: Settings, name: str) -> str:
@@ -51,9 +54,8 @@ def resolve(settings: Settings, name: str) -> str:
     path = _local(settings, name)
     if path is None:
         return _from_hub(settings, name)
-    if not path.exists():
-        raise Invalid(f"no model at {path}", field="base_model")
-    refuse_pickles(settings, path)
+    if path.exists():  # a missing one fails in the loader, with the loader's message
+        refuse_pickles(settings, path)
     return str(path)
 
 
@@ -148,12 +150,16 @@ def hub_files_allowed(settings: Settings, name: str, files: list[str]) -> None:
 def _from_hub(settings: Settings, name: str) -> str:
     """Download hub model `name` (weights as safetensors only, unless pickles are allowed)
     and return its local folder."""
-    from huggingface_hub import list_repo_files, snapshot_download
+    from huggingface_hub import constants, list_repo_files, snapshot_download
 
     try:
+        if constants.HF_HUB_OFFLINE:  # the cache only: its files show what the repo holds
+            folder: str = snapshot_download(name, local_files_only=True)
+            refuse_pickles(settings, Path(folder))
+            return folder
         hub_files_allowed(settings, name, list_repo_files(name))
         ignore = None if settings.allow_pickle_weights else [f"*{s}" for s in PICKLE_SUFFIXES]
-        folder: str = snapshot_download(name, ignore_patterns=ignore)
+        folder = snapshot_download(name, ignore_patterns=ignore)
     except Invalid:
         raise
     except Exception as error:  # offline, unknown repo, gated: all say why
