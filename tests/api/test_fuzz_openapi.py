@@ -14,7 +14,6 @@ invalid inputs), rather than through `schemathesis.pytest.from_fixture`: that lo
 
 from __future__ import annotations
 
-import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -45,13 +44,6 @@ SERVING = [
     "POST /v1/projects/{project}/select",
     "POST /v1/embeddings",
 ]
-# 5xx whose root cause another change of issue 11 is fixing, by the error they raise: reported
-# as warnings, not failures, until that change lands. Remove each entry once it has.
-KNOWN_5XX = {
-    "Integer exceeds 64-bit range": "fault 2: an integer past 64 bits in item metadata is "
-    "stored, then every search/select/calibration of the project answers 500 (strict "
-    "inputs: schemas.py, validation.py)",
-}
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -124,10 +116,6 @@ def test_no_input_answers_5xx_or_off_the_document(
             failures.append(f"{label}: {error}")
     app.state.store.close()
     print("\n".join(f"{label}: {dict(sorted(codes.items()))}" for label, codes in answered.items()))
-    for failure in [f for f in failures if any(marker in f for marker in KNOWN_5XX)]:
-        failures.remove(failure)
-        reason = next(why for marker, why in KNOWN_5XX.items() if marker in failure)
-        warnings.warn(f"known, being fixed ({reason}): {failure}", stacklevel=1)
     assert not failures, f"{len(failures)} route(s) failed:\n\n" + "\n\n".join(failures)
     assert len(answered) >= 40  # every route of the document was fuzzed
     for label in SERVING:  # and the model did real work, not only the validation
