@@ -10,7 +10,7 @@ CHROMIUM ?= /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 POSTGRES_ADMIN_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
 
-.PHONY: setup run test lint test-sqlite test-postgres bench clean
+.PHONY: setup run test lint test-sqlite test-postgres test-min bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,8 +45,22 @@ test-sqlite: setup
 test-postgres: setup $(CHROMIUM)
 	FINELOOP_TEST_POSTGRES=$(POSTGRES_ADMIN_URL) $(BIN)/pytest
 
+## Every runtime dependency at its declared minimum (.ci/min-versions.txt), in .venv-min:
+## the light-install tests and the API's error tests.
+MIN_BIN := .venv-min/bin
+$(MIN_BIN)/.installed: pyproject.toml .ci/min-versions.txt
+	$(PYTHON) -m venv .venv-min
+	$(MIN_BIN)/python -m pip install --quiet --upgrade pip
+	$(MIN_BIN)/python -m pip install --quiet "$(TORCH)"
+	$(MIN_BIN)/python -m pip install --quiet -c .ci/min-versions.txt -e ".[all]" pytest
+	touch $@
+
+test-min: $(MIN_BIN)/.installed
+	$(MIN_BIN)/pytest -q -x -p no:cacheprovider tests/test_light_imports.py \
+		tests/api/test_errors.py tests/api/test_projects.py
+
 bench: setup
 	$(BIN)/python bench/ingest.py
 
 clean:
-	rm -rf $(VENV) .fineloop .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-min .fineloop .pytest_cache .mypy_cache .ruff_cache
