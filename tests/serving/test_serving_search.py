@@ -3,6 +3,8 @@ follows item upserts at once."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -175,17 +177,21 @@ def test_feedback_naming_items_not_shown_is_rejected(client: TestClient, catalog
     assert "not shown" in response.json()["message"]
 
 
-def test_a_base_model_that_cannot_load_is_a_clear_4xx(client: TestClient) -> None:
-    client.post(
+def test_a_base_model_that_cannot_load_is_a_clear_4xx(client: TestClient, tmp_path: Path) -> None:
+    broken = tmp_path / "not-a-model"  # under the models root, but no model in it
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    created = client.post(
         "/v1/projects",
-        json={"name": "broken", "task": "embedding", "base_model": "/nowhere/no-model"},
+        json={"name": "broken", "task": "embedding", "base_model": str(broken)},
     )
+    assert created.status_code == 201, created.text
     client.put("/v1/projects/broken/items", json={"items": [{"id": "a", "text": "refund"}]})
 
     response = client.post("/v1/projects/broken/search", json={"query": "refund"})
 
     assert response.status_code == 422
-    assert "cannot load the model of v0 from '/nowhere/no-model'" in response.json()["message"]
+    assert f"cannot load the model of v0 from '{broken}'" in response.json()["message"]
 
 
 def test_bulk_upserts_and_file_imports_are_embedded_in_the_background(
