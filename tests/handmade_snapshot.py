@@ -146,21 +146,11 @@ def write_snapshot(
     snapshot_id: str = "handmade0001",
     extra: dict[str, list[tuple[str, str]]] | None = None,
 ) -> Path:
-    from datasets import Dataset, DatasetDict, Features, List, Value
+    from datasets import Dataset, DatasetDict, Features
 
-    features = Features(
-        {
-            "anchor": Value("string"),
-            "positive": Value("string"),
-            "positive_id": Value("string"),
-            "negatives": List(Value("string")),
-            "negative_ids": List(Value("string")),
-            "query_group": Value("string"),
-            "feedback_ids": List(Value("int64")),
-            "score": Value("float64"),
-            "label": Value("int64"),
-        }
-    )
+    from fineloop.tasks.embedding.build import pair_features
+
+    features = Features(pair_features())
     splits = rows(extra)
     out_dir.mkdir(parents=True, exist_ok=True)
     DatasetDict(

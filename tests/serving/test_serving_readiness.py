@@ -118,11 +118,12 @@ def test_items_arriving_on_a_serving_server_start_the_new_projects_build(
 def test_a_build_that_fails_after_the_503_reports_its_error_next(
     impatient: TestClient, tmp_path: Path
 ) -> None:
-    broken = tmp_path / "not-a-model"
+    broken = tmp_path / "not-a-model"  # under the models root, with no weights to load
     broken.mkdir()
+    (broken / "config.json").write_text("{}")
     body = {"name": "bad", "task": "embedding", "base_model": str(broken)}
-    if impatient.post("/v1/projects", json=body).status_code != 201:
-        pytest.skip("this server refuses such a base model at creation")
+    created = impatient.post("/v1/projects", json=body)
+    assert created.status_code == 201, created.text
     impatient.put("/v1/projects/bad/items", json={"items": items(CATALOG[:2])})
     state = get_serving(impatient.app)
     gate = _held(state, "background")

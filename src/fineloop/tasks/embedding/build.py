@@ -161,7 +161,7 @@ def build_snapshot(
         "decay_as_of": found.as_of.isoformat() if found.as_of else None,
     }
     full_config = {**hashed_config, "mining_model": model_path if mining else None}
-    splits = save_splits(out_dir / "pairs", rows, _pair_features())
+    splits = save_splits(out_dir / "pairs", rows, pair_features())
     save_table(
         out_dir / "corpus",
         {"id": [i for i, _ in corpus], "text": [t for _, t in corpus]},
@@ -206,7 +206,8 @@ def require_examples(have: int, config: BuildConfig, project: str) -> None:
         )
 
 
-def _pair_features() -> dict[str, Any]:
+def pair_features() -> dict[str, Any]:
+    """The columns of a snapshot's `pairs/` splits (train and evaluate read these)."""
     from datasets import List
 
     return {
