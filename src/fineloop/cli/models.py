@@ -1,4 +1,5 @@
-"""`fineloop models list|show|compare|promote|rollback`: the registry of a project."""
+"""`fineloop models list|show|compare|promote|rollback`: the registry of a project;
+`fineloop models prepare`: convert a base model that ships in a form that cannot load."""
 
 from __future__ import annotations
 
@@ -7,12 +8,16 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from fineloop.cli.common import ConfigOption, console, opened_store
+from fineloop.cli.common import ConfigOption, console, err_console, load_settings, opened_store
+from fineloop.errors import FineloopError
 from fineloop.registry import manage
 from fineloop.registry.versions import CHAMPION
 from fineloop.store.projects import get_project
 
-app = typer.Typer(help="List, compare, promote and roll back model versions.", no_args_is_help=True)
+app = typer.Typer(
+    help="List, compare, promote and roll back model versions; prepare base models.",
+    no_args_is_help=True,
+)
 
 Project = Annotated[str, typer.Argument(help="Project name.")]
 Ref = Annotated[str, typer.Argument(help="Version: v3, 3, or an alias such as champion.")]
@@ -122,3 +127,24 @@ def rollback(
         found = get_project(session, project)
         moved = manage.roll_back(session, found, alias, reason=reason, actor="cli")
     console.print(f"{alias}: {moved['previous']} -> [bold]{moved['version']}[/bold]")
+
+
+@app.command("prepare")
+def prepare(
+    name: Annotated[str, typer.Argument(help="Model to prepare: smollm2-135m-instruct.")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Convert again even if it is already prepared.")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Convert a base model once into the models root (SmolLM2 ships only as GGUF)."""
+    from fineloop.tasks.generation.prepare import prepare_model
+
+    settings = load_settings(config)
+    try:
+        with console.status(f"preparing {name}") as status:
+            path = prepare_model(name, settings, force=force, report=status.update)
+    except FineloopError as error:
+        err_console.print(f"[red]error:[/red] {error.message}")
+        raise typer.Exit(1) from error
+    console.print(f"[bold]{name}[/bold] is ready at {path}")
