@@ -58,7 +58,7 @@ def _read(
     if kinds is not None:
         scope.append(Feedback.kind.in_(sorted(kinds)))
     rows = list(session.scalars(select(Feedback).where(*scope).order_by(Feedback.id)))
-    shown = _interactions(session, project.id, {r.interaction_id for r in rows})
+    shown = _interactions(session, project.id, _referenced(rows))
     records = []
     for row in rows:
         effective = effective_reward(policy, row.reward, row.timestamp, as_of)
@@ -78,7 +78,18 @@ def _read(
                 interaction=shown.get(row.interaction_id) if row.interaction_id else None,
             )
         )
-    return ProjectData(info, tuple(records), items, watermark, as_of)
+    return ProjectData(info, tuple(records), items, watermark, as_of, shown)
+
+
+def _referenced(rows: Iterable[Feedback]) -> set[str | None]:
+    """Interactions the rows refer to: their own, and a preference's chosen and rejected."""
+    ids: set[str | None] = set()
+    for row in rows:
+        ids.add(row.interaction_id)
+        if row.kind == "preference" and isinstance(row.payload, dict):
+            ids.add(row.payload.get("chosen_interaction_id"))
+            ids.add(row.payload.get("rejected_interaction_id"))
+    return ids
 
 
 def _catalog(session: Session, project_id: int) -> tuple[CatalogItem, ...]:

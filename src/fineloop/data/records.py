@@ -3,7 +3,8 @@ with its effective reward, and the catalog. Each keeps its store id for lineage.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -82,6 +83,9 @@ class ProjectData:
     items: tuple[CatalogItem, ...]
     watermark: int
     as_of: datetime | None  # the newest feedback timestamp: the reference time for decay
+    # Every interaction the feedback refers to by id (a preference's chosen and rejected
+    # sides too), so a builder can resolve ids that are not a record's own interaction.
+    interactions: Mapping[str, ShownInteraction] = field(default_factory=dict)
 
     def item_ids(self) -> set[str]:
         return {item.item_id for item in self.items}
