@@ -1,0 +1,153 @@
+"""Held-out metrics of a generation model (a full causal LM or a LoRA adapter folder).
+
+On one split of the snapshot:
+- completion rows (sft rows, and kto rows labelled desirable): `sft_loss`, the mean token
+  NLL of the reference reply, and `perplexity` = exp(mean sft_loss);
+- preference rows (dpo): `preference_accuracy`, 1 when the chosen reply's summed log-prob
+  beats the rejected one's, and `preference_margin`, their difference;
+- references (completion rows' replies, dpo rows' chosen replies): the greedy generation's
+  `edit_ratio`, `rouge_l`, `bleu` and `embedding_cosine` to the reference.
+
+Examples keep the snapshot's order (sft, kto, then dpo rows, each in stored order), so
+`per_example` of two models evaluated on the same split line up for the paired bootstrap.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fineloop.data.snapshot_io import load_split, read_meta
+from fineloop.errors import Invalid
+from fineloop.runtime import device
+from fineloop.tasks.base import Evaluation
+from fineloop.tasks.generation.config import METRICS
+from fineloop.tasks.generation.eval_scoring import (
+    budget,
+    encode,
+    generate,
+    prompt_text,
+    reply_logprobs,
+)
+from fineloop.tasks.generation.metrics import SIMILARITIES
+from fineloop.tasks.generation.models import load_model, load_tokenizer, split_model
+
+MAX_TOKENS = 2048  # prompt + reply tokens scored per example (cut from the left past it)
+
+Messages = list[dict[str, str]]
+
+
+@dataclass
+class Examples:
+    """The split's rows as the metrics need them, in a stable order."""
+
+    completions: list[tuple[Messages, Messages]] = field(default_factory=list)
+    pairs: list[tuple[Messages, Messages, Messages]] = field(default_factory=list)
+
+    @property
+    def references(self) -> list[tuple[Messages, Messages]]:
+        return self.completions + [(prompt, chosen) for prompt, chosen, _ in self.pairs]
+
+
+def read_examples(snapshot: Path, split: str) -> Examples:
+    found = Examples()
+    for method in ("sft", "kto", "dpo"):
+        folder = Path(snapshot) / method
+        if not folder.exists():
+            continue
+        rows = load_split(folder, split)
+        if method == "dpo":
+            found.pairs += list(zip(rows["prompt"], rows["chosen"], rows["rejected"], strict=True))
+            continue
+        labels = rows["label"] if method == "kto" else [True] * len(rows)
+        found.completions += [
+            (prompt, reply)
+            for prompt, reply, label in zip(rows["prompt"], rows["completion"], labels, strict=True)
+            if label
+        ]
+    return found
+
+
+def choose_primary(snapshot: Path, primary: str | None, examples: Examples) -> str:
+    """The metric asked for, else the snapshot's, else sft_loss / preference_accuracy."""
+    if primary is None or primary == "auto":
+        primary = read_meta(snapshot).get("primary_metric") or "auto"
+    if primary == "auto":
+        return "sft_loss" if examples.completions else "preference_accuracy"
+    if primary not in METRICS:
+        raise Invalid(
+            f"unknown metric {primary!r}; valid: auto, {', '.join(METRICS)}", field="primary"
+        )
+    return primary
+
+
+def evaluate(
+    model: str, snapshot: Path, split: str = "test", primary: str | None = None
+) -> Evaluation:
+    examples = read_examples(snapshot, split)
+    if not examples.completions and not examples.pairs:
+        raise Invalid(f"the snapshot's {split} split has no rows to evaluate on", field="snapshot")
+    chosen = choose_primary(snapshot, primary, examples)
+    base, _ = split_model(model)
+    tokenizer = load_tokenizer(base)
+    lm = load_model(model).to(device()).eval()
+    pad = tokenizer.pad_token_id
+    limit = min(MAX_TOKENS, getattr(lm.config, "max_position_embeddings", MAX_TOKENS))
+    per: dict[str, list[float]] = {}
+
+    if examples.completions:
+        scored = reply_logprobs(
+            lm, [encode(tokenizer, p, r, limit) for p, r in examples.completions], pad
+        )
+        per["sft_loss"] = [-total / max(count, 1) for total, count in scored]
+        per["perplexity"] = [math.exp(loss) for loss in per["sft_loss"]]
+    if examples.pairs:
+        good = reply_logprobs(
+            lm, [encode(tokenizer, p, c, limit) for p, c, _ in examples.pairs], pad
+        )
+        bad = reply_logprobs(
+            lm, [encode(tokenizer, p, r, limit) for p, _, r in examples.pairs], pad
+        )
+        margins = [g[0] - b[0] for g, b in zip(good, bad, strict=True)]
+        per["preference_margin"] = margins
+        per["preference_accuracy"] = [1.0 if m > 0 else 0.0 for m in margins]
+
+    references = examples.references
+    texts = [reply[-1]["content"] for _, reply in references]
+    prompts = [
+        tokenizer(prompt_text(tokenizer, p), add_special_tokens=False)["input_ids"][-limit:]
+        for p, _ in references
+    ]
+    generated = generate(lm, tokenizer, prompts, [budget(tokenizer, t) for t in texts], pad)
+    for name, measure in SIMILARITIES.items():
+        per[name] = measure(generated, texts)
+
+    if chosen not in per:
+        raise Invalid(
+            f"primary metric {chosen!r} cannot be computed on the {split} split "
+            f"(it has {len(examples.completions)} completion rows, {len(examples.pairs)} "
+            "preference pairs)",
+            field="primary",
+        )
+    metrics = {name: mean(values) for name, values in per.items()}
+    if "sft_loss" in metrics:  # perplexity of the mean loss, not the mean of perplexities
+        metrics["perplexity"] = math.exp(metrics["sft_loss"])
+    metrics.update(counts(examples))
+    return Evaluation(
+        metrics=metrics,
+        primary=chosen,
+        per_example=per[chosen],
+        higher_is_better=METRICS[chosen],
+    )
+
+
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def counts(examples: Examples) -> dict[str, float]:
+    return {
+        "completion_examples": float(len(examples.completions)),
+        "preference_examples": float(len(examples.pairs)),
+    }
