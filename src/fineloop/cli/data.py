@@ -79,7 +79,10 @@ def import_feedback(
     fmt: Annotated[
         str | None,
         typer.Option(
-            "--format", "-f", help="jsonl, csv, parquet, or oasst (Open-Assistant trees)."
+            "--format",
+            "-f",
+            help="jsonl, csv, parquet, oasst (Open-Assistant trees) or chat (prompt/"
+            "completion, messages or chosen/rejected lines).",
         ),
     ] = None,
     resource: Annotated[

@@ -17,11 +17,16 @@ from fineloop.store.interactions import existing_interactions, log_interactions
 from fineloop.store.items import existing_item_ids, upsert_items
 from fineloop.store.projects import get_project, policy_of
 from fineloop.store.schema import Project
-from fineloop.transfer import oasst
+from fineloop.transfer import chat, oasst
 from fineloop.transfer.formats import read_rows, write_rows
 from fineloop.transfer.records import LAYOUTS, RESOURCES, export_rows, parse
 
 Progress = Callable[[int, int], None]
+# Formats that hold interactions and feedback together, each read by its converter.
+CONVERTERS: dict[str, Callable[[bytes], tuple[list[InteractionCreate], list[EventEnvelope]]]] = {
+    "oasst": oasst.convert,
+    "chat": chat.convert,
+}
 _CHUNK = 5_000
 
 
@@ -35,10 +40,11 @@ def import_file(
 ) -> list[ImportReport]:
     """Validate every row first, then store them all in one transaction.
 
-    `fmt="oasst"` reads an Open-Assistant tree file and imports its interactions and
-    feedback together (see `fineloop.transfer.oasst`)."""
-    if fmt == "oasst":
-        interactions, events = oasst.convert(data)
+    `fmt="oasst"` reads an Open-Assistant tree file and `fmt="chat"` a chat JSONL file
+    (prompt/completion, messages, preference pairs), and imports their interactions and
+    feedback together (see `fineloop.transfer.oasst` and `fineloop.transfer.chat`)."""
+    if fmt in CONVERTERS:
+        interactions, events = CONVERTERS[fmt](data)
         with store.write() as session:
             found = get_project(session, project)
             return [

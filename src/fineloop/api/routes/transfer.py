@@ -24,7 +24,7 @@ router = APIRouter(
 )
 
 ResourceName = Literal["items", "interactions", "feedback"]
-ImportFormat = Literal["jsonl", "csv", "parquet", "oasst"]
+ImportFormat = Literal["jsonl", "csv", "parquet", "oasst", "chat"]
 ExportFormat = Literal["jsonl", "csv", "parquet"]
 _MEDIA = {"jsonl": "application/x-ndjson", "csv": "text/csv", "parquet": "application/octet-stream"}
 # The file is the raw body, so FastAPI cannot document it: say so in OpenAPI ourselves.
@@ -55,7 +55,8 @@ async def import_rows(
 ) -> list[ImportReport]:
     """Send the file as the raw request body. All rows are stored, or none (422 with the
     line numbers of the bad rows). `format=oasst` takes an Open-Assistant tree file and
-    imports interactions and feedback together."""
+    `format=chat` a chat JSONL file (prompt/completion, messages or chosen/rejected lines);
+    both import interactions and feedback together."""
     data = await request.body()
     reports = await run_in_threadpool(import_file, store, project, resource, data, format)
     if resource == "items":
