@@ -5,8 +5,8 @@ case for a graph index, real embeddings cluster and make HNSW look better), 200 
 queries, k = 10. For each index: build time, query p50/p99 one query at a time (as `search`
 calls it), recall@10 against exact inner products, and a filtered query (a 10% subset;
 FAISS through an IDSelector, usearch by over-fetching 20x and dropping the rest). The
-`fineloop` row is `fineloop.serving.index.VectorIndex` itself: a FAISS fp16 scan proposing
-k + 32 candidates rescored exactly from float32 vectors.
+`fineloop` row is `fineloop.tasks.embedding.serving.index.VectorIndex` itself: a FAISS
+fp16 scan proposing k + 32 candidates rescored exactly from float32 vectors.
 
     .venv/bin/python bench/index_choice.py            # 100k x 384
     .venv/bin/python bench/index_choice.py --quick    # 20k x 384, a smoke run
@@ -64,7 +64,7 @@ def faiss_case(vectors: np.ndarray, queries: np.ndarray, subset: np.ndarray) -> 
 
 
 def fineloop_case(vectors: np.ndarray, queries: np.ndarray, subset: np.ndarray) -> dict[str, Any]:
-    from fineloop.serving.index import VectorIndex
+    from fineloop.tasks.embedding.serving.index import VectorIndex
 
     rows = list(range(len(vectors)))
     start = time.perf_counter()

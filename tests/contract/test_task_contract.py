@@ -10,6 +10,7 @@ direction would promote the worse `fake-loss` model and keep the better one out.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,19 +41,36 @@ EMBEDDING_TRAIN = {
 }
 
 
+def search(client: TestClient, name: str) -> dict[str, Any]:
+    served = client.post(f"/v1/projects/{name}/search", json={"query": "reset my password"})
+    assert served.status_code == 200, served.text
+    body: dict[str, Any] = served.json()
+    return body
+
+
+def score(client: TestClient, name: str) -> dict[str, Any]:
+    task = "fake-loss" if name == "fakeloss" else "fake"
+    served = client.post(f"/v1/projects/{name}/{task}/score", json={"query": "query number 1"})
+    assert served.status_code == 200, served.text
+    body: dict[str, Any] = served.json()
+    assert body["prepared"] is True  # the shared model cache prepared it for serving
+    return body
+
+
 @dataclass(frozen=True)
 class Case:
     task: str
     train: dict[str, Any]
     better: bool | None  # whether the candidate is surely better; None: not known ahead
+    serve: Callable[[TestClient, str], dict[str, Any]]  # one request to the family's route
 
 
 CASES = [
-    Case("embedding", EMBEDDING_TRAIN, None),
-    Case("fake", {"gain": 0.15}, True),
-    Case("fake", {"gain": -0.15}, False),
-    Case("fake-loss", {"gain": 0.15}, True),
-    Case("fake-loss", {"gain": -0.15}, False),
+    Case("embedding", EMBEDDING_TRAIN, None, search),
+    Case("fake", {"gain": 0.15}, True, score),
+    Case("fake", {"gain": -0.15}, False, score),
+    Case("fake-loss", {"gain": 0.15}, True, score),
+    Case("fake-loss", {"gain": -0.15}, False, score),
 ]
 
 
@@ -133,29 +151,13 @@ def test_the_loop_runs_every_family(
     if not task.greater_is_better:
         assert "lower is better" in gate["reason"]
 
-    # serve: the champion loads through the contract and is made ready before requests
-    predictor = task.load(artifacts.fetch(settings, champion.artifact_uri))
-    assert isinstance(predictor, Predictor)
-    predictor.prepare_for_serving(settings)
-
-    # feedback on what was served comes back to the next build with its lineage
-    if case.task == "embedding":
-        served = client.post(f"/v1/projects/{name}/search", json={"query": "reset my password"})
-        assert served.status_code == 200, served.text
-        interaction = served.json()["interaction_id"]
-        assert served.json()["model_version"] == f"v{champion.number}"
-    else:
-        interaction = "served-1"
-        logged = client.post(
-            f"/v1/projects/{name}/interactions",
-            json={
-                "id": interaction,
-                "input": "query number 1",
-                "output": {"score": 0.5},
-                "model_version": f"v{champion.number}",
-            },
-        )
-        assert logged.is_success, logged.text
+    # serve: the champion answers through the family's own route and the shared serving
+    # (version routing, model loading and preparing, interaction logging)
+    assert isinstance(task.load(artifacts.fetch(settings, champion.artifact_uri)), Predictor)
+    served = case.serve(client, name)
+    interaction = served["interaction_id"]
+    assert served["model_version"] == f"v{champion.number}"
+    assert client.get(f"/v1/projects/{name}/interactions/{interaction}").is_success
     thumb = client.post(
         f"/v1/projects/{name}/feedback",
         json={"kind": "thumb", "interaction_id": interaction, "value": "up"},

@@ -14,13 +14,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from fineloop.api.deps import Ingest
 from fineloop.config import Settings
 from fineloop.data import ProjectData
 from fineloop.data.hashing import content_hash
 from fineloop.errors import Invalid
+from fineloop.rollouts.routing import route
+from fineloop.serving import get_serving
+from fineloop.serving.family import PredictorServing
+from fineloop.serving.interactions import log_interaction
+from fineloop.serving.state import ServingState
 from fineloop.tasks.base import BuiltSnapshot, Evaluation, ProgressSink
 
 MIN_EXAMPLES = 6
@@ -129,8 +135,49 @@ class FakeTask:
     def load(self, model: str) -> FakePredictor:
         return FakePredictor(skill_of(model))
 
+    def serving(self, hub: ServingState) -> PredictorServing:
+        return PredictorServing(hub)  # the model is all a version needs to answer
+
     def routes(self) -> APIRouter | None:
-        return None
+        """POST /v1/projects/{p}/<task>/score: the served version's score for a query,
+        routed (champion, named version or rollout variant) and logged by the shared
+        serving plumbing; nothing here knows about versions or rollouts."""
+        router = APIRouter(prefix=f"/v1/projects/{{project}}/{self.name}")
+        task = self.name
+
+        @router.post("/score", dependencies=[Ingest])
+        def score(project: str, body: ScoreRequest, request: Request) -> dict[str, Any]:
+            started = time.perf_counter()
+            hub = get_serving(request.app)
+            routed = route(hub, project, body.version, body.user_id, task=task)
+            predictor: FakePredictor = routed.served.resource
+            value = predictor.score(body.query)
+            logged = log_interaction(
+                hub.store,
+                routed,
+                input=body.query,
+                output={"score": value},
+                endpoint="score",
+                user_id=body.user_id,
+                started=started,
+            )
+            return {
+                "interaction_id": logged,
+                "model_version": routed.served.version.label,
+                "variant": routed.variant,
+                "score": value,
+                "prepared": predictor.prepared,
+            }
+
+        return router
+
+
+class ScoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    query: str = Field(min_length=1, max_length=1000)
+    version: str | None = None
+    user_id: str | None = None
 
 
 class FakePredictor:

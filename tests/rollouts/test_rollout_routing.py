@@ -128,7 +128,7 @@ def test_the_champion_answers_while_the_challengers_index_builds(
     assert (during["variant"], during["model_version"]) == (None, "v0")
     note = interaction(client, during["interaction_id"])["metadata"]["rollout"]
     assert note["assigned"] == "fresh"
-    assert "v1 is still being indexed" in note["fallback"]
+    assert "v1 is still getting ready" in note["fallback"]
     assert (after["variant"], after["model_version"]) == ("fresh", "v1")
 
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from fineloop.serving import get_serving
-from fineloop.serving.adapt import adapt, evidence
-from fineloop.serving.memory import SOFT, Judged
+from fineloop.tasks.embedding.serving.adapt import adapt, evidence
+from fineloop.tasks.embedding.serving.memory import SOFT, Judged
+from fineloop.tasks.embedding.serving.state import embedding_serving
 from serving.helpers import ids, items, search
 
 WALLS = [
@@ -157,11 +157,11 @@ def test_older_feedback_counts_less(client: TestClient, catalog: str) -> None:
             f"/v1/projects/{catalog}/feedback",
             json={"kind": "label", "input": "refund payment", "items": [item], "timestamp": when},
         )
-    serving = get_serving(client.app)
-    served = serving.serve(catalog)
+    serving = embedding_serving(client.app)
+    served = serving.hub.serve(catalog)
     query = serving.predictor(served.version).encode(["refund payment"])[0]
 
-    votes = evidence(served.slot.memory, query, served.project.policy)
+    votes = evidence(served.resource.memory, query, served.project.policy)
 
     # half-life 30 days: 60 days old counts a quarter
     assert votes[old] / votes[fresh] == pytest.approx(0.25, rel=1e-3)

@@ -12,12 +12,12 @@ import pytest
 from fineloop.config import Settings
 from fineloop.operations import store_items
 from fineloop.schemas import ItemIn
-from fineloop.serving.catalog import Catalog, VersionRef
-from fineloop.serving.persist import VectorCache
 from fineloop.serving.versions import ensure_champion
 from fineloop.store import Store
 from fineloop.store.projects import get_project
 from fineloop.tasks.embedding.predict import EmbeddingPredictor
+from fineloop.tasks.embedding.serving.catalog import Catalog, VersionRef
+from fineloop.tasks.embedding.serving.persist import VectorCache
 from serving.helpers import CATALOG
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fineloop.serving.changes import KEEP, ChangeLog
-from fineloop.serving.index import VectorIndex
+from fineloop.tasks.embedding.serving.changes import KEEP, ChangeLog
+from fineloop.tasks.embedding.serving.index import VectorIndex
 
 
 def unit(rng: np.random.Generator, n: int, dim: int = 16) -> np.ndarray:

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from fineloop.serving import get_serving
 from fineloop.serving.versions import served_version
 from fineloop.tasks.embedding.predict import CHARS_PER_TOKEN, EmbeddingPredictor
+from fineloop.tasks.embedding.serving.state import embedding_serving
 
 WORDS = "the invoice for last month was charged twice please refund one of them "
 
@@ -80,7 +80,7 @@ def test_100_huge_inputs_are_a_422_and_under_the_bound_are_cut(
     assert too_many.status_code == 422 and "max_embedding_inputs" in too_many.text
 
     _, version = served_version(client.app.state.store, "faq", None)  # type: ignore[attr-defined]
-    predictor = get_serving(client.app).predictor(version)
+    predictor = embedding_serving(client.app).predictor(version)
     spy = _spy_on(predictor)
     long = huge[:9_000]  # 100 of them: 900,000 characters, under the default 1,000,000
     answer = client.post("/v1/embeddings", json={"model": "faq", "input": [long] * 100})

@@ -130,7 +130,8 @@ def test_search_ranks_alike_on_onnx_and_torch(tiny_model: Path, tmp_path: Path) 
             client.put("/v1/projects/shop/items", json={"items": items(CATALOG)})
             answers[backend] = search(client, "shop", "the red wall", k=5)["items"]
             state = client.app.state.serving
-            assert state.predictor(state.serve("shop").version).backend.startswith(backend)
+            served = state.serve("shop")
+            assert state.models.get(served.version, "embedding").backend.startswith(backend)
         store.close()
 
     assert [item["id"] for item in answers["onnx"]] == [item["id"] for item in answers["torch"]]

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 
 from fineloop.api.app import create_app
 from fineloop.config import Settings
-from fineloop.serving import ServingState, get_serving
+from fineloop.serving import get_serving
 from fineloop.store import Store
 from serving.helpers import CATALOG, items
 
@@ -40,7 +40,7 @@ def shop(impatient: TestClient, tiny_model: Path) -> str:
     return "shop"
 
 
-def _held(worker_of: ServingState, name: str) -> threading.Event:
+def _held(worker_of: object, name: str) -> threading.Event:
     """Queue a chore that blocks the worker `name` until the returned event is set."""
     gate = threading.Event()
     getattr(worker_of, name).submit(lambda: gate.wait(30))
@@ -140,7 +140,7 @@ def test_a_build_that_fails_after_the_503_reports_its_error_next(
 
 def test_embeddings_answer_503_while_the_model_loads(impatient: TestClient, shop: str) -> None:
     state = get_serving(impatient.app)
-    gate = _held(state, "loader")
+    gate = _held(state.models, "loader")
     try:
         response = impatient.post("/v1/embeddings", json={"model": shop, "input": "refund"})
         assert response.status_code == 503, response.text
@@ -150,7 +150,7 @@ def test_embeddings_answer_503_while_the_model_loads(impatient: TestClient, shop
         assert "loading model" in error["message"]
     finally:
         gate.set()
-    state.loader.join()
+    state.models.loader.join()
     response = impatient.post("/v1/embeddings", json={"model": shop, "input": "refund"})
     assert response.status_code == 200, response.text
     assert len(response.json()["data"][0]["embedding"]) > 0

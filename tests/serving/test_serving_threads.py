@@ -43,7 +43,7 @@ with TestClient(create_app(settings, store)) as client:
         {"id": "a", "text": "red wall"}, {"id": "b", "text": "blue door"}]})
     found = client.post("/v1/projects/p/search", json={"query": "wall", "k": 2})
     state = client.app.state.serving
-    handed.append(state.predictor(state.serve("p").version))
+    handed.append(state.models.get(state.serve("p").version, "embedding"))
     model_ready.set()
     worker.join()
 print(json.dumps({"status": found.status_code, "before": before,

@@ -7,8 +7,9 @@ weight therefore only moves users towards it. Without a user id the point is ran
 A new rollout (new id) reshuffles users.
 
 The control (a target of "champion") is served like any request to the champion. Another
-variant's version is served from its own index; while that index is still being built in
-the background the champion answers, and the interaction records no variant (so it counts
+variant's version is served once its family has it ready (embedding: its own index; a
+model-only family: its model loaded); while it gets ready in the background the champion
+answers, and the interaction records no variant (so it counts
 for no one) and `metadata.rollout.fallback` says why. A request naming a `version`, and
 every request while no rollout is active, bypasses rollouts.
 """
@@ -25,7 +26,7 @@ from fineloop.errors import FineloopError
 from fineloop.registry.versions import CHAMPION
 from fineloop.rollouts.live import ActiveRollout
 from fineloop.rollouts.spec import Variant
-from fineloop.serving.slot import Served
+from fineloop.serving.family import Served
 from fineloop.serving.versions import served_version
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Routed:
-    served: Served
+    served: Served[Any]
     variant: str | None = None
     note: dict[str, Any] | None = None  # kept as the interaction's metadata["rollout"]
 
@@ -62,13 +63,17 @@ def assign(rollout: ActiveRollout, user_id: str | None) -> Variant:
     return pick(rollout.variants, point)
 
 
-def route(state: ServingState, project: str, version: str | None, user_id: str | None) -> Routed:
+def route(
+    state: ServingState, project: str, version: str | None, user_id: str | None, *, task: str
+) -> Routed:
+    """Who answers a request to a `task` project: the named version, else the variant the
+    user is assigned to, else the champion."""
     if version is not None:
-        return Routed(state.serve(project, version))
+        return Routed(state.serve(project, version, task=task))
     rollouts = state.rollouts
     rollout = rollouts.active(project)
     if rollout is None:
-        return Routed(state.serve(project))
+        return Routed(state.serve(project, task=task))
     rollouts.tick(project)
     variant = assign(rollout, user_id)
     note: dict[str, Any] = {
@@ -77,20 +82,20 @@ def route(state: ServingState, project: str, version: str | None, user_id: str |
         "by": "random" if user_id is None else "user_id",
     }
     if variant.target == CHAMPION:
-        return Routed(state.serve(project), variant.name, note)
+        return Routed(state.serve(project, task=task), variant.name, note)
     try:
-        ref, target = served_version(state.store, project, variant.target)
+        ref, target = served_version(state.store, project, variant.target, task=task)
     except FineloopError as error:  # an alias removed under a running rollout
-        return Routed(state.serve(project), None, note | {"fallback": error.message})
-    served = state.serve_ready(ref, target)
+        return Routed(state.serve(project, task=task), None, note | {"fallback": error.message})
+    served = state.family(ref.task).serve_ready(ref, target)
     if served is None:
-        fallback = f"{target.label} is still being indexed; the champion answered"
-        return Routed(state.serve(project), None, note | {"fallback": fallback})
+        fallback = f"{target.label} is still getting ready; the champion answered"
+        return Routed(state.serve(project, task=task), None, note | {"fallback": fallback})
     return Routed(served, variant.name, note)
 
 
 def warm(state: ServingState, project: str) -> None:
-    """Start building the index of every non-champion variant now (after a PUT)."""
+    """Start getting every non-champion variant ready now (after a PUT)."""
     rollout = state.rollouts.active(project)
     for variant in rollout.variants if rollout is not None else ():
         if variant.target == CHAMPION or variant.weight <= 0:
@@ -99,4 +104,4 @@ def warm(state: ServingState, project: str) -> None:
             ref, target = served_version(state.store, project, variant.target)
         except FineloopError:
             continue
-        state.serve_ready(ref, target)
+        state.family(ref.task).serve_ready(ref, target)

@@ -1,5 +1,8 @@
-"""Serving: search, select and embeddings over a project's champion, with calibration and
-instant adaptation (see state.py for the caches, service.py for the request path).
+"""Serving, shared by every task family: which version answers (the champion, a named
+version, a rollout variant: state.py, rollouts/routing.py), models loaded in the background
+(models.py), interaction logging (interactions.py), calibration storage (calibration.py).
+What a family serves (embedding: search and select over an index; generation: chat) lives
+in its task folder and plugs in through `Task.serving` and `Task.routes` (family.py).
 
 The state lives on `app.state.serving`, made on first use so an app that never serves loads
 no model. The hooks below are what other routes call after they store something serving
@@ -41,13 +44,8 @@ def items_changed(app: Any, project: str, item_ids: Iterable[str] | None = None)
     (`None`: ids unknown, e.g. a file import; the indexes resync with the store); a project
     not served yet has its champion's index built in the background."""
     state = _existing(app)
-    if state is None:
-        return
-    if item_ids is None:
-        state.changes.record_all(project)
-    else:
-        state.changes.record(project, item_ids)
-    state.items_arrived(project)
+    if state is not None:
+        state.items_changed(project, None if item_ids is None else list(item_ids))
 
 
 def feedback_changed(app: Any, project: str) -> None:
@@ -61,8 +59,8 @@ def feedback_changed(app: Any, project: str) -> None:
 
 
 def champion_changed(app: Any, project: str) -> None:
-    """After a promotion or rollback: start building the new champion's index now rather
-    than at the next search (which would otherwise notice the move and do the same)."""
+    """After a promotion or rollback: get the new champion ready now (embedding: build its
+    index) rather than at the next request (which would otherwise notice and do the same)."""
     state = _existing(app)
     if state is not None:
         state.prepare(project)

@@ -1,5 +1,5 @@
 """A single background worker for serving chores: index builds, resyncs, saves, calibration
-refits (model loads for embeddings get a worker of their own).
+refits (model loads get a worker of their own: models.py).
 
 One daemon thread, started on demand and gone after `IDLE_SECONDS` without work, so an app
 that never serves (or a test) leaves no thread behind and needs no shutdown hook. Chores run

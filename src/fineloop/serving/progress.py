@@ -1,5 +1,5 @@
-"""`Build`: how far the index of one (project, version) is, for the status route and for
-the 503 a request gets while it is not ready.
+"""`Build`: how far the build of one (project, version) is (a model load, an index), for
+the status route and for the 503 a request gets while it is not ready.
 
 Why requests do not wait for builds: embedding a catalog takes minutes (5,183 abstracts
 took ~4 minutes on 2 cores) and clients give up after seconds (the SDK after 30). So a
@@ -14,18 +14,25 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from fineloop.errors import NotReady
-from fineloop.serving.catalog import VersionRef
-
-if TYPE_CHECKING:
-    from fineloop.serving.catalog import Catalog
+from fineloop.serving.versions import VersionRef
 
 State = Literal["queued", "loading_model", "indexing", "ready", "failed"]
 T = TypeVar("T")
 MAX_RETRY_AFTER = 30  # seconds: a client checks back at least this often
 LOAD_RETRY_AFTER = 3  # while the model loads, before any rate is known
+
+
+class Counted(Protocol):
+    """Work whose size is known as it goes (an index: items stored of items to store)."""
+
+    @property
+    def loaded(self) -> int: ...
+
+    @property
+    def total(self) -> int | None: ...
 
 
 @dataclass
@@ -38,13 +45,13 @@ class Build:
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     finished: float | None = None
     error: str | None = None
-    catalog: Catalog | None = None  # set once indexing starts; its counters are live
+    work: Counted | None = None  # set once indexing starts; its counters are live
 
     def indexed(self) -> tuple[int, int | None]:
         """(items stored in the index so far, items the build will store)."""
-        if self.catalog is None:
+        if self.work is None:
             return 0, None
-        return self.catalog.loaded, self.catalog.total
+        return self.work.loaded, self.work.total
 
     def retry_after(self) -> int:
         """Seconds until the build is likely done, from its rate so far (1..30)."""

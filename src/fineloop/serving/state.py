@@ -1,63 +1,32 @@
-"""`ServingState`: per-process caches behind search, select and embeddings.
+"""`ServingState`: what one process shares across every family it serves — the store, the
+background worker, the loaded models (models.py), the live rollouts — and each family's own
+serving state (`Task.serving`), made on first use.
 
-Per (project, version) a `Slot` holds the catalog index, the feedback memory and the
-calibrator; predictors are cached per version. The champion is resolved from the store on
-every request; when it moved to a version whose slot is not built yet, the new slot is built
-in the background while the old one keeps answering (its version is what the response and
-the logged interaction report), then the project's active slot is swapped in one
-assignment. A rollout variant's version gets a slot of its own, built in the background
-the same way (`serve_ready`; the champion answers until it is ready) and kept from eviction
-while requests use it.
-
-No request waits on a long build: a version without an index (the first search of a
-project, a version named in the request) is built in the background (on the chore worker,
-one build at a time), and the request waits at most `serving_wait_seconds` before answering
-503 with Retry-After and the build's progress (progress.py); the same for a model loaded for
-embeddings (`ready_predictor`, on a worker of its own).
-`status` reports every build. Nothing here imports torch until a model is loaded.
+Requests resolve their version here (`serve`: the champion or a named version, checked to
+belong to a project of the route's task); rollouts/routing.py adds the variant a user is
+assigned to. The hooks (`feedback_changed`, `items_changed`, `prepare`) reach the family of
+the project they concern. Nothing here imports torch until a model is loaded.
 """
 
 from __future__ import annotations
 
-import logging
 import sys
 import threading
-import time
-from collections import OrderedDict
-from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Iterable
+from typing import Any
 
-import numpy as np
-
-from fineloop import artifacts
 from fineloop.config import Settings
-from fineloop.errors import FineloopError, Invalid
+from fineloop.errors import FineloopError
+from fineloop.registry.versions import CHAMPION
 from fineloop.rollouts.live import LiveRollouts
-from fineloop.serving import calibration
 from fineloop.serving.background import Background
-from fineloop.serving.catalog import Catalog, VersionRef
-from fineloop.serving.changes import ChangeLog
-from fineloop.serving.memory import FeedbackMemory
-from fineloop.serving.persist import VectorCache
-from fineloop.serving.progress import Build, wait_for
-from fineloop.serving.slot import Served, Slot, refit, refit_due
-from fineloop.serving.versions import TASK, ProjectRef, served_version
+from fineloop.serving.family import Served, TaskServing
+from fineloop.serving.models import ModelCache
+from fineloop.serving.versions import served_version
 from fineloop.store import Store
+from fineloop.store.projects import get_project
 from fineloop.tasks import get_task
 from fineloop.threads import passive_for_serving
-
-if TYPE_CHECKING:
-    from fineloop.tasks.embedding.predict import EmbeddingPredictor
-
-MAX_PREDICTORS = 3
-MAX_IDLE_SLOTS = 2
-QUERY_CACHE = 20_000
-RESYNC_SECONDS = 30.0
-SAVE_SECONDS = 60.0
-SYNC_REFRESH = 256  # up to this many changed items are embedded before the next answer
-PIN_SECONDS = 600.0  # a rollout variant's slot unused this long may be evicted
-RETRY_SECONDS = 60.0  # a variant whose build failed is retried after this
-log = logging.getLogger("fineloop.serving")
 
 
 class ServingState:
@@ -66,352 +35,61 @@ class ServingState:
             passive_for_serving()
         self.store = store
         self.settings = settings
-        self.background = Background()
-        self.loader = Background("fineloop-model")  # model loads for embeddings
-        self.changes = ChangeLog()
-        self._lock = threading.Lock()
-        self._loading = threading.Lock()
-        self._predictors: OrderedDict[int, EmbeddingPredictor] = OrderedDict()
-        self._slots: dict[tuple[int, int], Slot] = {}
-        self._building: dict[tuple[int, int], Future[Slot]] = {}
-        self._builds: dict[tuple[int, int], Build] = {}  # the latest build of each slot
-        self._loads: dict[int, tuple[Future[EmbeddingPredictor], Build]] = {}
-        self._active: dict[int, int] = {}
-        self._pinned: dict[tuple[int, int], float] = {}  # rollout variants' slots: last use
-        self._failed: dict[tuple[int, int], tuple[float, BaseException]] = {}
+        self.background = Background()  # chores: index builds, resyncs, refits, policies
+        self.models = ModelCache(settings)
         self.rollouts = LiveRollouts(store, self.background, self.prepare)
-        self._queries: OrderedDict[tuple[int, str], np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self._families: dict[str, TaskServing[Any]] = {}
+        self._tasks: dict[str, str] = {}  # project name -> task (a project keeps its task)
 
-    # --- what the routes call -------------------------------------------------------------
-    def serve(self, name: str, ref: str | None = None) -> Served:
-        project, version = served_version(self.store, name, ref)
-        if ref is None or ref == "champion":
-            version = self._champion_slot_version(project, version)
-        slot = self._slot(project, version)
-        if ref is None or ref == "champion":
-            with self._lock:
-                self._active.setdefault(project.id, version.id)
-        self._freshen(slot, project)
-        return Served(project, version, slot)
-
-    def serve_ready(self, project: ProjectRef, version: VersionRef) -> Served | None:
-        """A rollout variant's version, served from its slot once built; until then None
-        (the caller answers with the champion) and the slot builds in the background."""
-        key = (project.id, version.id)
-        now = time.monotonic()
+    def family(self, task: str) -> TaskServing[Any]:
+        """The task family's serving state in this process, made on first use."""
         with self._lock:
-            self._pinned[key] = now
-            slot = self._slots.get(key)
-            failed = self._failed.get(key)
-        if slot is None:
-            if failed is None or now - failed[0] > RETRY_SECONDS:
-                self._build_in_background(project, version, activate=False)
-            return None
-        self._freshen(slot, project)
-        return Served(project, version, slot)
+            found = self._families.get(task)
+        if found is not None:
+            return found
+        made = get_task(task).serving(self)
+        with self._lock:
+            return self._families.setdefault(task, made)
+
+    def serve(self, name: str, ref: str | None = None, *, task: str | None = None) -> Served[Any]:
+        """The version that answers a request to the project (`ref` None: the champion),
+        ready; `task`: the route serves only projects of this task (422 otherwise)."""
+        project, version = served_version(self.store, name, ref, task=task)
+        champion = ref is None or ref == CHAMPION
+        return self.family(project.task).serve(project, version, champion=champion)
 
     def prepare(self, name: str) -> None:
-        """Start building the champion's slot in the background (another one serves until
-        it is ready)."""
+        """The champion moved (or will be asked for soon): its family gets it ready."""
         try:
             project, version = served_version(self.store, name, None)
-        except FineloopError:
+        except FineloopError:  # gone, or a base model that fails: the next request says so
             return
-        with self._lock:
-            serving = project.id in self._active
-        if serving:
-            self._champion_slot_version(project, version)
-        else:  # not served here yet: have the index ready for the first request
-            self._build_in_background(project, version, activate=False)
-
-    def items_arrived(self, name: str) -> None:
-        """Items were stored for a project this process does not serve yet: start building
-        its champion's index now, so the first search finds it ready (or nearly)."""
-        with self._lock:
-            if any(slot.project == name for slot in self._slots.values()):
-                return  # served: the change log brings its indexes up to date
-        try:
-            project, version = served_version(self.store, name, None)
-        except FineloopError:  # not an embedding project, gone, a base model that fails
-            return
-        with self._lock:
-            known = project.id in self._active or any(p == project.id for p, _ in self._builds)
-        if not known:
-            self._build_in_background(project, version)
-
-    def build(self, name: str, ref: str | None = None) -> dict[str, Any]:
-        """Start building the version's index (default: the champion) unless it is built
-        or building; answers the project's index status."""
-        project, version = served_version(self.store, name, ref)
-        self._build_in_background(project, version)
-        return self.status(name)
-
-    def status(self, name: str) -> dict[str, Any]:
-        """Every index this process holds or builds for the project, with its progress;
-        the champion is listed as "not_built" when nothing was started for it."""
-        project, champion = served_version(self.store, name, None)
-        with self._lock:
-            builds = [b for (p, _), b in self._builds.items() if p == project.id]
-            active = self._active.get(project.id)
-            building = {v for p, v in self._building if p == project.id}
-        versions = [b.public() | {"building": b.version.id in building} for b in builds]
-        if all(b.version.id != champion.id for b in builds):
-            versions.append({"version": champion.label, "state": "not_built", "progress": 0.0})
-        labels = {b.version.id: b.version.label for b in builds}
-        return {
-            "project": project.name,
-            "champion": champion.label,
-            "serving": labels.get(active) if active is not None else None,
-            "versions": sorted(versions, key=lambda v: int(str(v["version"])[1:])),
-        }
-
-    def ready_predictor(self, version: VersionRef) -> EmbeddingPredictor:
-        """The version's model; a model not loaded yet loads in the background while the
-        request waits at most `serving_wait_seconds` (then 503 with Retry-After)."""
-        with self._lock:
-            found = self._predictors.get(version.id)
-            if found is not None:
-                self._predictors.move_to_end(version.id)
-                return found
-            pending = self._loads.get(version.id)
-            mine = pending is None
-            if pending is None:
-                pending = self._loads[version.id] = (Future(), Build(version, "loading_model"))
-        future, build = pending
-        if mine:
-
-            def load() -> None:
-                try:
-                    future.set_result(self.predictor(version))
-                except BaseException as error:
-                    future.set_exception(error)
-                finally:
-                    with self._lock:
-                        self._loads.pop(version.id, None)
-
-            self.loader.submit(load)
-        return wait_for(future, self.settings.serving_wait_seconds, build, "the model")
-
-    def predictor(self, version: VersionRef) -> EmbeddingPredictor:
-        with self._lock:
-            found = self._predictors.get(version.id)
-            if found is not None:
-                self._predictors.move_to_end(version.id)
-                return found
-        with self._loading:  # one load at a time: concurrent first requests share it
-            return self._predictors.get(version.id) or self._load(version)
-
-    def _load(self, version: VersionRef) -> EmbeddingPredictor:
-        try:
-            local = artifacts.fetch(self.settings, version.artifact_uri)  # URL root: cached
-            loaded = cast("EmbeddingPredictor", get_task(TASK).load(local))
-            loaded.prepare_for_serving(self.settings)
-        except Exception as error:  # a missing folder, a hub id without a hub, a bad file
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
-            raise Invalid(
-                f"cannot load the model of {version.label} from {version.artifact_uri!r}: {reason}",
-                field="version",
-            ) from error
-        with self._lock:
-            self._predictors[version.id] = loaded
-            while len(self._predictors) > MAX_PREDICTORS:
-                self._predictors.popitem(last=False)
-        return loaded
+        self.family(project.task).prepare(project, version)
 
     def feedback_changed(self, project: str) -> None:
-        with self._lock:
-            slots = [s for s in self._slots.values() if s.project == project]
-        for slot in slots:
-            slot.memory.dirty = True
+        family = self._family_of(project)
+        if family is not None:
+            family.feedback_changed(project)
         self.rollouts.feedback_arrived(project)
 
-    def remember_query(self, version_id: int, interaction_id: str, vector: np.ndarray) -> None:
-        """Keep a served query's embedding, so feedback on it needs no second encode."""
+    def items_changed(self, project: str, item_ids: Iterable[str] | None) -> None:
+        family = self._family_of(project)
+        if family is not None:
+            family.items_changed(project, item_ids)
+
+    def _family_of(self, project: str) -> TaskServing[Any] | None:
         with self._lock:
-            self._queries[(version_id, interaction_id)] = vector
-            while len(self._queries) > QUERY_CACHE:
-                self._queries.popitem(last=False)
-
-    def refit(self, served: Served, *, only_if_due: bool = False) -> calibration.Calibrator:
-        """Fit the calibrator on every judged shown item, store it, and use it at once.
-        `only_if_due`: skip unless enough judged items arrived since the last fit."""
-        return refit(self.store, served, only_if_due=only_if_due)
-
-    # --- slots ------------------------------------------------------------------------------
-    def _champion_slot_version(self, project: ProjectRef, champion: VersionRef) -> VersionRef:
-        """The champion if its slot is ready; else the active one while it builds."""
-        with self._lock:
-            active = self._active.get(project.id)
-            if active is None or active == champion.id:
-                return champion
-            if (project.id, champion.id) in self._slots:
-                self._active[project.id] = champion.id
-                return champion
-            current = self._slots.get((project.id, active))
-        if current is None:
-            return champion
-        self._build_in_background(project, champion)
-        return current.catalog.version
-
-    def _slot(self, project: ProjectRef, version: VersionRef) -> Slot:
-        """The version's slot; one not built yet is built in the background while this
-        request waits up to `serving_wait_seconds` (then NotReady: 503 + Retry-After)."""
-        key = (project.id, version.id)
-        with self._lock:
-            found = self._slots.get(key)
-            if found is not None:
-                return found
-            failed = None if key in self._building else self._failed.pop(key, None)
-        if failed is not None:  # the last build failed after its requests stopped waiting
-            raise failed[1]
-        future, build = self._build_in_background(project, version, activate=False)
-        return wait_for(future, self.settings.serving_wait_seconds, build, "the index")
-
-    def _build_in_background(
-        self, project: ProjectRef, version: VersionRef, *, activate: bool = True
-    ) -> tuple[Future[Slot], Build]:
-        """Queue the slot's build unless it is built or building; its future and progress.
-        `activate`: the built slot becomes the one the project's champion requests use."""
-        key = (project.id, version.id)
-        with self._lock:
-            found = self._slots.get(key)
-            if found is not None:
-                done: Future[Slot] = Future()
-                done.set_result(found)
-                return done, self._builds.get(key) or Build(version, "ready")
-            future = self._building.get(key)
-            if future is not None:
-                return future, self._builds[key]
-            future = self._building[key] = Future()
-            build = self._builds[key] = Build(version)
-
-        def run() -> None:
-            self._build(project, version, future, build)
-            error = future.exception()
-            with self._lock:
-                if error is None and activate:
-                    self._active[project.id] = version.id
-                elif error is not None:
-                    self._failed[key] = (time.monotonic(), error)
-            if error is not None:
-                log.warning("index of %s failed: %s", version.label, error)
-
-        self.background.submit(run)
-        return future, build
-
-    def _build(
-        self, project: ProjectRef, version: VersionRef, future: Future[Slot], build: Build
-    ) -> None:
-        key = (project.id, version.id)
-        try:
-            build.state = "loading_model"
-            predictor = self.predictor(version)
-            seq = self.changes.seq()
-            cache = VectorCache.for_version(
-                self.settings, project.name, version.number, version.id, predictor.dimension
-            )
-            catalog = Catalog(project.id, version, predictor, cache)
-            catalog.applied_seq = seq
-            build.catalog, build.state = catalog, "indexing"
-            catalog.load_all(self.store)
-            if cache is not None:
-                cache.forget()
-                if catalog.dirty or not cache.path.exists():
-                    self.background.submit(lambda: self._save(catalog))
-            memory = FeedbackMemory(project.id, predictor)
-            memory.refresh(self.store, lambda k: self._cached_query(version.id, k))
-            with self.store.read() as session:
-                stored = calibration.latest(session, project.id, version.id)
-            slot = Slot(project.name, catalog, memory, stored or calibration.DEFAULT)
-            slot.judged_at_fit = stored.samples if stored else 0
-            with self._lock:
-                self._slots[key] = slot
-                self._evict(project.id)
-            build.state, build.finished = "ready", time.monotonic()
-            future.set_result(slot)
-        except BaseException as error:
-            message = error.message if isinstance(error, FineloopError) else str(error)
-            build.state, build.finished = "failed", time.monotonic()
-            build.error = (message.strip().splitlines() or [type(error).__name__])[0][:300]
-            future.set_exception(error)
-        finally:
-            with self._lock:
-                self._building.pop(key, None)
-
-    def _evict(self, project_id: int) -> None:
-        """Drop slots no project serves beyond the newest MAX_IDLE_SLOTS (lock held)."""
-        busy = {(p, v) for p, v in self._active.items()}
-        now = time.monotonic()
-        busy |= {key for key, used in self._pinned.items() if now - used < PIN_SECONDS}
-        idle = [key for key in self._slots if key not in busy]
-        for key in idle[:-MAX_IDLE_SLOTS] if len(idle) > MAX_IDLE_SLOTS else []:
-            del self._slots[key]
-            self._builds.pop(key, None)
-
-    # --- keeping a slot fresh ---------------------------------------------------------------
-    def _freshen(self, slot: Slot, project: ProjectRef) -> None:
-        """Apply item changes (a few at once, so this request sees them; many in the
-        background), resync and save now and then, read new feedback, maybe refit."""
-        catalog = slot.catalog
-        changed, seq = self.changes.since(project.name, catalog.applied_seq)
-        if changed is not None and 0 < len(changed) <= SYNC_REFRESH:
-            with catalog.lock:
-                if catalog.applied_seq < seq:
-                    catalog.refresh(self.store, changed)
-                    catalog.applied_seq = seq
-        elif changed is None or changed:
-            if not catalog.catching_up:
-                catalog.catching_up = True
-                self.background.submit(lambda: self._catch_up(project.name, catalog))
-        elif time.monotonic() - catalog.synced_at > RESYNC_SECONDS:
-            catalog.synced_at = time.monotonic()  # one resync at a time
-            self.background.submit(lambda: self._resync(catalog))
-        cache = catalog.cache
-        if catalog.dirty and cache is not None and time.monotonic() - cache.saved_at > SAVE_SECONDS:
-            cache.saved_at = time.monotonic()  # one save at a time
-            self.background.submit(lambda: self._save(catalog))
-        if slot.memory.due():
-            with slot.lock:
-                if slot.memory.due():
-                    slot.memory.refresh(
-                        self.store, lambda k: self._cached_query(catalog.version.id, k)
-                    )
-            self._maybe_refit(slot, project, catalog.version)
-
-    def _catch_up(self, project: str, catalog: Catalog) -> None:
-        try:
-            with catalog.lock:
-                changed, seq = self.changes.since(project, catalog.applied_seq)
-                if changed is None:
-                    catalog.resync(self.store)
-                elif changed:
-                    catalog.refresh(self.store, changed)
-                catalog.applied_seq = seq
-        finally:
-            catalog.catching_up = False
-
-    def _save(self, catalog: Catalog) -> None:
-        with catalog.lock:
-            catalog.save()
-
-    def _resync(self, catalog: Catalog) -> None:
-        with catalog.lock:
-            catalog.resync(self.store)
-
-    def _maybe_refit(self, slot: Slot, project: ProjectRef, version: VersionRef) -> None:
-        """Refit in the background once enough new judged items arrived since the last fit."""
-        if slot.refitting or not refit_due(slot, slot.memory.labelled):
-            return
-        slot.refitting = True
-
-        def refit() -> None:
+            task = self._tasks.get(project)
+        if task is None:
             try:
-                self.refit(Served(project, version, slot), only_if_due=True)
-            finally:
-                slot.refitting = False
-
-        self.background.submit(refit)
-
-    def _cached_query(self, version_id: int, interaction_id: str) -> np.ndarray | None:
-        with self._lock:
-            return self._queries.get((version_id, interaction_id))
+                with self.store.read() as session:
+                    task = get_project(session, project).task
+            except FineloopError:
+                return None
+            with self._lock:
+                self._tasks[project] = task
+        try:
+            return self.family(task)
+        except FineloopError:  # a task no longer installed: nothing here serves it
+            return None

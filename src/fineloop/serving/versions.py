@@ -1,7 +1,7 @@
 """Which model version serves a project, and v0 for projects that have none yet.
 
 Traffic goes to the `champion` alias. A project without any version gets v0 — its base model
-(the project's `base_model`, else the task's default, the packaged all-MiniLM-L6-v2) —
+(the project's `base_model`, else its task's default) —
 aliased champion, in one transaction (`registry.bootstrap.ensure_base_version`, shared with
 training); two processes racing to do it both end up reading the same v0.
 """
@@ -17,13 +17,23 @@ from fineloop.errors import Invalid, NotFound
 from fineloop.policies import ServingPolicy
 from fineloop.registry.bootstrap import ensure_base_version
 from fineloop.registry.versions import CHAMPION, resolve
-from fineloop.serving.catalog import VersionRef
 from fineloop.store import Store
 from fineloop.store.projects import get_project, serving_policy_of
 from fineloop.store.schema import Alias, ModelVersion, Project
 from fineloop.tasks import get_task
 
-TASK = "embedding"
+
+@dataclass(frozen=True)
+class VersionRef:
+    """A model version as serving knows it: store id, number and where its weights are."""
+
+    id: int
+    number: int
+    artifact_uri: str
+
+    @property
+    def label(self) -> str:
+        return f"v{self.number}"
 
 
 @dataclass(frozen=True)
@@ -36,17 +46,20 @@ class ProjectRef:
     policy: ServingPolicy
 
 
-def served_version(store: Store, name: str, ref: str | None) -> tuple[ProjectRef, VersionRef]:
-    """The project and the version a request should use (`ref` None: the champion)."""
+def served_version(
+    store: Store, name: str, ref: str | None, *, task: str | None = None
+) -> tuple[ProjectRef, VersionRef]:
+    """The project and the version a request should use (`ref` None: the champion).
+    `task`: the route serves projects of that task only (422 for another)."""
     if ref == CHAMPION:
         ref = None
     with store.read() as session:
         project = get_project(session, name)
         found = _project_ref(project)
-        if project.task != TASK:
+        if task is not None and project.task != task:
             raise Invalid(
-                f"project {name!r} is a {project.task!r} project; search, select and "
-                f"embeddings serve {TASK!r} projects only",
+                f"project {name!r} is a {project.task!r} project; this route serves "
+                f"{task!r} projects only",
                 field="project",
             )
         fresh = session.get(Alias, (project.id, CHAMPION)) is None

@@ -20,6 +20,9 @@ from fineloop.data.records import ProjectData
 if TYPE_CHECKING:
     from fastapi import APIRouter
 
+    from fineloop.serving.family import TaskServing
+    from fineloop.serving.state import ServingState
+
 
 class JobCancelled(Exception):
     """Raised inside a running step once its cancel was requested: unwind, save nothing."""
@@ -150,6 +153,14 @@ class Task(Protocol):
         """A predictor for the model at this local path (or hub id)."""
         ...
 
+    def serving(self, hub: ServingState) -> TaskServing[Any]:
+        """This family's serving state in one process: how a version gets ready to answer
+        (embedding: an index per version). A family whose model is all it needs returns
+        `fineloop.serving.family.PredictorServing(hub)`."""
+        ...
+
     def routes(self) -> APIRouter | None:
-        """The API routes this family adds (embedding: search, select, embeddings)."""
+        """The API routes this family adds (embedding: search, select, embeddings). They
+        serve through `fineloop.serving`: `rollouts.routing.route` picks the version and
+        `serving.interactions.log_interaction` logs what was shown."""
         ...

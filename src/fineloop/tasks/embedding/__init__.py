@@ -19,8 +19,10 @@ from fineloop.tasks.embedding.config import EmbeddingTrainConfig, packaged_minil
 if TYPE_CHECKING:
     from fastapi import APIRouter
 
+    from fineloop.serving.state import ServingState
     from fineloop.tasks.embedding.build import BuildConfig
     from fineloop.tasks.embedding.predict import EmbeddingPredictor
+    from fineloop.tasks.embedding.serving.state import EmbeddingServing
 
 __all__ = ["EmbeddingTask", "EmbeddingTrainConfig", "packaged_minilm_path"]
 
@@ -94,6 +96,11 @@ class EmbeddingTask:
         from fineloop.tasks.embedding.predict import EmbeddingPredictor
 
         return EmbeddingPredictor(model)
+
+    def serving(self, hub: ServingState) -> EmbeddingServing:
+        from fineloop.tasks.embedding.serving.state import EmbeddingServing
+
+        return EmbeddingServing(hub)
 
     def routes(self) -> APIRouter:
         from fineloop.tasks.embedding.routes import router

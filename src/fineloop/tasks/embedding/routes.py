@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from fineloop.api.routes import openai_compat, search
+from fineloop.tasks.embedding.serving import openai, routes
 
 router = APIRouter()
-router.include_router(search.router)
-router.include_router(openai_compat.router)
+router.include_router(routes.router)
+router.include_router(openai.router)

@@ -10,18 +10,17 @@ interaction whose shown items carry id, score, probability and rank.
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from fineloop.errors import Invalid
-from fineloop.operations import store_interactions
 from fineloop.rollouts.routing import Routed, route
-from fineloop.schemas import InteractionCreate
-from fineloop.serving.adapt import adapt, evidence
-from fineloop.serving.schemas import (
+from fineloop.serving.family import Served
+from fineloop.serving.interactions import log_interaction
+from fineloop.tasks.embedding.serving.adapt import adapt, evidence
+from fineloop.tasks.embedding.serving.schemas import (
     Candidate,
     Hit,
     SearchRequest,
@@ -29,8 +28,8 @@ from fineloop.serving.schemas import (
     SelectRequest,
     SelectResponse,
 )
-from fineloop.serving.slot import Served
-from fineloop.serving.state import ServingState
+from fineloop.tasks.embedding.serving.slot import Slot
+from fineloop.tasks.embedding.serving.state import TASK, EmbeddingServing
 
 SELECT_MAX = 100
 MIN_CANDIDATES = 20
@@ -46,9 +45,9 @@ class Ranked:
     calibration: str
 
 
-def search(state: ServingState, project: str, request: SearchRequest) -> SearchResponse:
+def search(state: EmbeddingServing, project: str, request: SearchRequest) -> SearchResponse:
     started = time.perf_counter()
-    routed = route(state, project, request.version, request.user_id)
+    routed = route(state.hub, project, request.version, request.user_id, task=TASK)
     served = routed.served
     query = _query_vector(state, served, request.query)
     ranked = _rank(routed, query, request.k + _EXTRA, request.filters)
@@ -72,9 +71,9 @@ def search(state: ServingState, project: str, request: SearchRequest) -> SearchR
     )
 
 
-def select(state: ServingState, project: str, request: SelectRequest) -> SelectResponse:
+def select(state: EmbeddingServing, project: str, request: SelectRequest) -> SelectResponse:
     started = time.perf_counter()
-    routed = route(state, project, request.version, request.user_id)
+    routed = route(state.hub, project, request.version, request.user_id, task=TASK)
     served = routed.served
     threshold = (
         request.threshold
@@ -113,7 +112,7 @@ def select(state: ServingState, project: str, request: SelectRequest) -> SelectR
     )
 
 
-def _query_vector(state: ServingState, served: Served, text: str) -> np.ndarray:
+def _query_vector(state: EmbeddingServing, served: Served[Slot], text: str) -> np.ndarray:
     limit = served.project.policy.max_query_chars
     if len(text) > limit:
         raise Invalid(
@@ -121,7 +120,7 @@ def _query_vector(state: ServingState, served: Served, text: str) -> np.ndarray:
             "(serving_policy.max_query_chars)",
             field="query",
         )
-    if len(served.slot.catalog) == 0:
+    if len(served.resource.catalog) == 0:
         raise Invalid(
             f"project {served.project.name!r} has no items to search; upsert them first "
             f"with PUT /v1/projects/{served.project.name}/items",
@@ -133,7 +132,7 @@ def _query_vector(state: ServingState, served: Served, text: str) -> np.ndarray:
 
 def _rank(routed: Routed, query: np.ndarray, fetch: int, filters: dict[str, Any]) -> Ranked:
     served = routed.served
-    slot, policy = served.slot, served.project.policy
+    slot, policy = served.resource, served.project.policy
     index = slot.catalog.index
     allowed = index.matching(filters)
     found = index.search(query, fetch, allowed)
@@ -171,8 +170,8 @@ def _rank(routed: Routed, query: np.ndarray, fetch: int, filters: dict[str, Any]
     )
 
 
-def _hits(served: Served, ranked: Ranked, positions: list[int]) -> list[Hit]:
-    catalog = served.slot.catalog
+def _hits(served: Served[Slot], ranked: Ranked, positions: list[int]) -> list[Hit]:
+    catalog = served.resource.catalog
     hits = []
     for rank, i in enumerate(positions, start=1):
         row = ranked.rows[i]
@@ -195,7 +194,7 @@ def _shown(hit: Hit) -> dict[str, Any]:
 
 
 def _log(
-    state: ServingState,
+    state: EmbeddingServing,
     routed: Routed,
     query: str,
     output: dict[str, Any],
@@ -203,21 +202,14 @@ def _log(
     started: float,
     vector: np.ndarray,
 ) -> str:
-    interaction_id = uuid.uuid4().hex
-    served = routed.served
-    state.remember_query(served.version.id, interaction_id, vector)
-    metadata: dict[str, Any] = {"endpoint": output["mode"]}
-    if routed.note is not None:
-        metadata["rollout"] = routed.note
-    spec = InteractionCreate(
-        id=interaction_id,
+    interaction_id = log_interaction(
+        state.store,
+        routed,
         input=query,
         output=output,
-        model_version=served.version.label,
-        variant=routed.variant,
+        endpoint=output["mode"],
         user_id=user_id,
-        latency_ms=round((time.perf_counter() - started) * 1000, 3),
-        metadata=metadata,
+        started=started,
     )
-    store_interactions(state.store, served.project.name, [spec])
+    state.remember_query(routed.served.version.id, interaction_id, vector)
     return interaction_id

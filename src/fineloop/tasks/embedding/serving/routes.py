@@ -8,18 +8,24 @@ from fastapi import APIRouter, Depends, Request
 
 from fineloop.api.deps import Admin, Ingest
 from fineloop.api.responses import BODY, BUSY, KEYED
-from fineloop.serving import ServingState, get_serving
-from fineloop.serving.schemas import SearchRequest, SearchResponse, SelectRequest, SelectResponse
-from fineloop.serving.service import search, select
+from fineloop.tasks.embedding.serving.schemas import (
+    SearchRequest,
+    SearchResponse,
+    SelectRequest,
+    SelectResponse,
+)
+from fineloop.tasks.embedding.serving.service import search, select
+from fineloop.tasks.embedding.serving.slot import Slot
+from fineloop.tasks.embedding.serving.state import TASK, EmbeddingServing, embedding_serving
 
 router = APIRouter(prefix="/v1/projects/{project}", tags=["serving"], responses={**KEYED, **BUSY})
 
 
-def _serving(request: Request) -> ServingState:
-    return get_serving(request.app)
+def _serving(request: Request) -> EmbeddingServing:
+    return embedding_serving(request.app)
 
 
-ServingDep = Annotated[ServingState, Depends(_serving)]
+ServingDep = Annotated[EmbeddingServing, Depends(_serving)]
 
 
 @router.post("/search", dependencies=[Ingest], responses=BODY)
@@ -56,8 +62,9 @@ def show_calibration(
     project: str, serving: ServingDep, version: str | None = None
 ) -> dict[str, Any]:
     """The calibration the version (default: champion) serves with."""
-    served = serving.serve(project, version)
-    return {"model_version": served.version.label, **served.slot.calibrator.public()}
+    served = serving.hub.serve(project, version, task=TASK)
+    slot: Slot = served.resource
+    return {"model_version": served.version.label, **slot.calibrator.public()}
 
 
 @router.post("/calibration", dependencies=[Admin])
@@ -65,6 +72,6 @@ def refit_calibration(
     project: str, serving: ServingDep, version: str | None = None
 ) -> dict[str, Any]:
     """Refit the calibration on all judged feedback now, store it and serve with it."""
-    served = serving.serve(project, version)
+    served = serving.hub.serve(project, version, task=TASK)
     fitted = serving.refit(served)
     return {"model_version": served.version.label, **fitted.public()}

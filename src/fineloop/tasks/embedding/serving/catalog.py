@@ -19,10 +19,11 @@ from typing import Any, Protocol
 import numpy as np
 from sqlalchemy import func, select
 
-from fineloop.serving.index import VectorIndex
-from fineloop.serving.persist import VectorCache, text_key
+from fineloop.serving.versions import VersionRef
 from fineloop.store import Store
 from fineloop.store.schema import Item
+from fineloop.tasks.embedding.serving.index import VectorIndex
+from fineloop.tasks.embedding.serving.persist import VectorCache, text_key
 
 _PAGE = 2_000
 _ENCODE_CHUNK = 256  # the predictor's lock is released between chunks: queries get in
@@ -33,19 +34,6 @@ class Encoder(Protocol):
     dimension: int
 
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray: ...
-
-
-@dataclass(frozen=True)
-class VersionRef:
-    """A model version as serving knows it: store id, number and where its weights are."""
-
-    id: int
-    number: int
-    artifact_uri: str
-
-    @property
-    def label(self) -> str:
-        return f"v{self.number}"
 
 
 @dataclass(frozen=True)

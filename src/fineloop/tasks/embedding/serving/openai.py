@@ -26,8 +26,8 @@ from fineloop.api.deps import require
 from fineloop.api.responses import ErrorBody, OpenAIErrorBody, Responses, errors
 from fineloop.config import Settings
 from fineloop.errors import FineloopError, Invalid, NotFound, NotReady, field_path
-from fineloop.serving import get_serving
 from fineloop.serving.versions import served_version
+from fineloop.tasks.embedding.serving.state import TASK, embedding_serving
 from fineloop.validation import INPUT
 
 router = APIRouter(tags=["openai-compatible"])
@@ -149,10 +149,10 @@ def _embed(app: Any, body: EmbeddingsRequest) -> dict[str, Any]:
     texts = _texts(body.input, app.state.settings)
     name, _, ref = body.model.partition(":")
     try:
-        project, version = served_version(app.state.store, name, ref or None)
+        project, version = served_version(app.state.store, name, ref or None, task=TASK)
     except NotFound as error:
         raise NotFound(error.message, field="model") from error
-    predictor = get_serving(app).ready_predictor(version)
+    predictor = embedding_serving(app).ready_predictor(version)
     vectors = predictor.encode(texts)
     if body.dimensions is not None:
         if body.dimensions > predictor.dimension:

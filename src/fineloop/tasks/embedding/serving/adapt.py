@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 from fineloop.policies import ServingPolicy
-from fineloop.serving.memory import FeedbackMemory
+from fineloop.tasks.embedding.serving.memory import FeedbackMemory
 
 LOGIT_CLIP = 2.5
 _EPS = 1e-6

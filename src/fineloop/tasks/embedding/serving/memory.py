@@ -37,10 +37,10 @@ import numpy as np
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import aliased
 
-from fineloop.serving.catalog import Encoder
 from fineloop.store import Store
 from fineloop.store.interactions import shown_item_ids
 from fineloop.store.schema import Feedback, Interaction
+from fineloop.tasks.embedding.serving.catalog import Encoder
 
 SOFT = 0.75
 Arm = tuple[int, str]

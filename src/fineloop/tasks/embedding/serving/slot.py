@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fineloop.serving import calibration
-from fineloop.serving.catalog import Catalog, VersionRef
-from fineloop.serving.memory import FeedbackMemory
-from fineloop.serving.versions import ProjectRef
+from fineloop.serving.family import Served
 from fineloop.store import Store
+from fineloop.tasks.embedding.serving.catalog import Catalog
+from fineloop.tasks.embedding.serving.memory import FeedbackMemory
 
 
 @dataclass
@@ -27,15 +27,6 @@ class Slot:
     judged_at_fit: int = 0  # labelled items the current calibrator saw
 
 
-@dataclass(frozen=True)
-class Served:
-    """Everything one request uses, fixed at its start."""
-
-    project: ProjectRef
-    version: VersionRef
-    slot: Slot
-
-
 def refit_due(slot: Slot, judged: int) -> bool:
     """FIT_MIN judged items for a first fit, then REFIT_EVERY new ones for each refit."""
     first = slot.calibrator.method == "default"
@@ -43,9 +34,11 @@ def refit_due(slot: Slot, judged: int) -> bool:
     return judged >= calibration.FIT_MIN and judged - slot.judged_at_fit >= step
 
 
-def refit(store: Store, served: Served, *, only_if_due: bool = False) -> calibration.Calibrator:
+def refit(
+    store: Store, served: Served[Slot], *, only_if_due: bool = False
+) -> calibration.Calibrator:
     """Fit on every labelled shown item, store the fit, and serve with it at once."""
-    slot = served.slot
+    slot = served.resource
     with slot.fit_lock:
         judged = slot.memory.labelled
         if only_if_due and not refit_due(slot, judged):
