@@ -115,6 +115,7 @@ def build_tiny_llama(out_dir: Path) -> Path:
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         tie_word_embeddings=True,
+        initializer_range=0.2,  # logits wide enough that a LoRA on the layers can move them
     )
     target = out_dir / "tiny-llama"
     model = LlamaForCausalLM(config)

@@ -86,9 +86,36 @@ def evaluate(
     model: str, snapshot: Path, split: str = "test", primary: str | None = None
 ) -> Evaluation:
     examples = read_examples(snapshot, split)
+    chosen = choose_primary(snapshot, primary, examples)
+    per = per_example(model, examples, split, similarity=True)
+    if chosen not in per:
+        raise Invalid(
+            f"primary metric {chosen!r} cannot be computed on the {split} split "
+            f"(it has {len(examples.completions)} completion rows, {len(examples.pairs)} "
+            "preference pairs)",
+            field="primary",
+        )
+    return Evaluation(
+        metrics=aggregate(per, examples),
+        primary=chosen,
+        per_example=per[chosen],
+        higher_is_better=METRICS[chosen],
+    )
+
+
+def likelihood_metrics(model: str, snapshot: Path, split: str = "test") -> dict[str, float]:
+    """sft_loss, perplexity and the preference metrics alone: no generation, so a quick
+    check (a search trial, a test) pays only for forward passes."""
+    examples = read_examples(snapshot, split)
+    return aggregate(per_example(model, examples, split, similarity=False), examples)
+
+
+def per_example(
+    model: str, examples: Examples, split: str, *, similarity: bool
+) -> dict[str, list[float]]:
+    """Every metric per example, in the examples' order."""
     if not examples.completions and not examples.pairs:
         raise Invalid(f"the snapshot's {split} split has no rows to evaluate on", field="snapshot")
-    chosen = choose_primary(snapshot, primary, examples)
     base, _ = split_model(model)
     tokenizer = load_tokenizer(base)
     lm = load_model(model).to(device()).eval()
@@ -103,15 +130,14 @@ def evaluate(
         per["sft_loss"] = [-total / max(count, 1) for total, count in scored]
         per["perplexity"] = [math.exp(loss) for loss in per["sft_loss"]]
     if examples.pairs:
-        good = reply_logprobs(
-            lm, [encode(tokenizer, p, c, limit) for p, c, _ in examples.pairs], pad
-        )
-        bad = reply_logprobs(
-            lm, [encode(tokenizer, p, r, limit) for p, _, r in examples.pairs], pad
-        )
+        pairs = examples.pairs
+        good = reply_logprobs(lm, [encode(tokenizer, p, c, limit) for p, c, _ in pairs], pad)
+        bad = reply_logprobs(lm, [encode(tokenizer, p, r, limit) for p, _, r in pairs], pad)
         margins = [g[0] - b[0] for g, b in zip(good, bad, strict=True)]
         per["preference_margin"] = margins
         per["preference_accuracy"] = [1.0 if m > 0 else 0.0 for m in margins]
+    if not similarity:
+        return per
 
     references = examples.references
     texts = [reply[-1]["content"] for _, reply in references]
@@ -122,24 +148,15 @@ def evaluate(
     generated = generate(lm, tokenizer, prompts, [budget(tokenizer, t) for t in texts], pad)
     for name, measure in SIMILARITIES.items():
         per[name] = measure(generated, texts)
+    return per
 
-    if chosen not in per:
-        raise Invalid(
-            f"primary metric {chosen!r} cannot be computed on the {split} split "
-            f"(it has {len(examples.completions)} completion rows, {len(examples.pairs)} "
-            "preference pairs)",
-            field="primary",
-        )
+
+def aggregate(per: dict[str, list[float]], examples: Examples) -> dict[str, float]:
     metrics = {name: mean(values) for name, values in per.items()}
     if "sft_loss" in metrics:  # perplexity of the mean loss, not the mean of perplexities
         metrics["perplexity"] = math.exp(metrics["sft_loss"])
     metrics.update(counts(examples))
-    return Evaluation(
-        metrics=metrics,
-        primary=chosen,
-        per_example=per[chosen],
-        higher_is_better=METRICS[chosen],
-    )
+    return metrics
 
 
 def mean(values: list[float]) -> float:
