@@ -21,7 +21,7 @@ from fineloop.data.records import (
 )
 from fineloop.feedback.rewards import effective_reward, usable_for_training
 from fineloop.store import Store
-from fineloop.store.projects import get_project, policy_of
+from fineloop.store.projects import get_project, policy_of, training_policy_of
 from fineloop.store.schema import Feedback, Interaction, Item, Project
 
 _CHUNK = 500  # ids per IN (...) list: well under every database's parameter limit
@@ -45,7 +45,8 @@ def _read(
     session: Session, project: Project, kinds: Collection[str] | None, catalog: bool
 ) -> ProjectData:
     policy = policy_of(project)
-    info = ProjectInfo(project.name, project.task, project.base_model, policy)
+    train = dict(training_policy_of(project).train)
+    info = ProjectInfo(project.name, project.task, project.base_model, policy, train)
     items = _catalog(session, project.id) if catalog else ()
     watermark = session.scalar(
         select(func.max(Feedback.id)).where(Feedback.project_id == project.id)

@@ -18,6 +18,9 @@ class ProjectInfo:
     task: str
     base_model: str | None
     reward_policy: RewardPolicy
+    # The project's training overrides (training_policy.train), so a builder can honour
+    # the ones that shape data, such as the primary metric its snapshot is judged by.
+    train: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

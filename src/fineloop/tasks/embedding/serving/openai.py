@@ -1,10 +1,7 @@
 """`POST /v1/embeddings`, shaped like OpenAI's embeddings API, over a project's model.
 
 `model` names the project, optionally with a version or alias: "faq", "faq:champion",
-"faq:v3". Errors use OpenAI's body, {"error": {"message", "type", "param", "code"}}, so
-OpenAI clients report them as they would OpenAI's own; the HTTP status is fineloop's (404
-unknown model, 422 invalid request, 401/403 keys, 503 with Retry-After while the model
-loads).
+"faq:v3". Errors use OpenAI's body (fineloop.api.openai_errors).
 
 Cost is bounded before any tokenizing: at most `max_embedding_inputs` texts and
 `max_embedding_chars` characters per request (422 beyond), and each text is cut to what the
@@ -18,14 +15,14 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, JsonValue, ValidationError, WithJsonSchema
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field, JsonValue, WithJsonSchema
 from starlette.concurrency import run_in_threadpool
 
 from fineloop.api.deps import require
-from fineloop.api.responses import ErrorBody, OpenAIErrorBody, Responses, errors
+from fineloop.api.openai_errors import OPENAI_RESPONSES, answer_openai, json_body
 from fineloop.config import Settings
-from fineloop.errors import FineloopError, Invalid, NotFound, NotReady, field_path
+from fineloop.errors import Invalid, NotFound
 from fineloop.serving.versions import served_version
 from fineloop.tasks.embedding.serving.state import TASK, embedding_serving
 from fineloop.validation import INPUT
@@ -60,18 +57,9 @@ class EmbeddingsRequest(BaseModel):
     user: str | None = Field(default=None, max_length=256, description="End-user id; unused.")
 
 
-# The route's own errors use OpenAI's body; the guard, the body limit and the throttle in
-# front of it answer with fineloop's.
-_RESPONSES: Responses = {
-    **errors(400, 413),
-    **errors(401, 404, 422, 503, model=OpenAIErrorBody),
-    **errors(403, 415, 429, model=ErrorBody | OpenAIErrorBody),  # type: ignore[arg-type]
-}
-
-
 @router.post(
     "/v1/embeddings",
-    responses=_RESPONSES,
+    responses=OPENAI_RESPONSES,
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -79,30 +67,15 @@ _RESPONSES: Responses = {
         }
     },
 )
-async def embeddings(request: Request) -> JSONResponse:
+async def embeddings(request: Request) -> Response:
     """Embed texts with the project's champion (or the named version)."""
-    try:
+
+    async def work() -> JSONResponse:
         _check_key(request)
-        body = EmbeddingsRequest.model_validate(await _json(request))
-        payload = await run_in_threadpool(_embed, request.app, body)
-    except NotReady as error:
-        response = _error(error.status, error.message, error.field, error.code)
-        response.headers.update(error.headers)
-        return response
-    except FineloopError as error:
-        return _error(error.status, error.message, error.field, error.code)
-    except ValidationError as error:
-        first = error.errors()[0]
-        where = field_path(list(first["loc"]), first["type"]) or "body"
-        return _error(422, f"{where}: {first['msg']}", where, "invalid")
-    return JSONResponse(payload)
+        body = EmbeddingsRequest.model_validate(await json_body(request))
+        return JSONResponse(await run_in_threadpool(_embed, request.app, body))
 
-
-async def _json(request: Request) -> Any:
-    try:
-        return await request.json()
-    except ValueError as error:
-        raise Invalid(f"the body is not valid JSON: {error}", field="body") from error
+    return await answer_openai(work)
 
 
 def _texts(value: JsonValue, settings: Settings) -> list[str]:
@@ -178,21 +151,3 @@ def _encoded(vector: np.ndarray, encoding: str) -> list[float] | str:
     if encoding == "base64":
         return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
     return [float(x) for x in vector]
-
-
-def _error(status: int, message: str, param: str | None, code: str) -> JSONResponse:
-    kinds = {
-        401: "authentication_error",
-        403: "permission_error",
-        404: "not_found_error",
-        503: "server_error",
-    }
-    body = {
-        "error": {
-            "message": message,
-            "type": kinds.get(status, "invalid_request_error"),
-            "param": param,
-            "code": "model_not_found" if status == 404 else code,
-        }
-    }
-    return JSONResponse(body, status_code=status)
