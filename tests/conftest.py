@@ -201,3 +201,12 @@ def tiny_model(_tiny_model_master: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "tiny-model"
     shutil.copytree(_tiny_model_master, copy)
     return copy
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny causal-LM folder (safetensors + tokenizer with a chat template), built once
+    per run under the models root; tests that change it copy it first."""
+    from factories import build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))

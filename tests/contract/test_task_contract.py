@@ -48,6 +48,15 @@ def search(client: TestClient, name: str) -> dict[str, Any]:
     return body
 
 
+def chat(client: TestClient, name: str) -> dict[str, Any]:
+    ask = {"model": name, "messages": [{"role": "user", "content": "How do I reset it?"}]}
+    served = client.post("/v1/chat/completions", json=ask | {"max_tokens": 6})
+    assert served.status_code == 200, served.text
+    body: dict[str, Any] = served.json()
+    assert body["choices"][0]["message"]["role"] == "assistant"
+    return body
+
+
 def score(client: TestClient, name: str) -> dict[str, Any]:
     task = "fake-loss" if name == "fakeloss" else "fake"
     served = client.post(f"/v1/projects/{name}/{task}/score", json={"query": "query number 1"})
@@ -65,8 +74,11 @@ class Case:
     serve: Callable[[TestClient, str], dict[str, Any]]  # one request to the family's route
 
 
+GENERATION_TRAIN = {"epochs": 2, "batch_size": 4, "lora_r": 4, "max_length": 64}
+
 CASES = [
     Case("embedding", EMBEDDING_TRAIN, None, search),
+    Case("generation", GENERATION_TRAIN, None, chat),
     Case("fake", {"gain": 0.15}, True, score),
     Case("fake", {"gain": -0.15}, False, score),
     Case("fake-loss", {"gain": 0.15}, True, score),
@@ -78,15 +90,15 @@ def test_every_installed_family_has_a_case() -> None:
     assert {case.task for case in CASES} == set(available())
 
 
-def seed(client: TestClient, case: Case, tmp_path: Path, tiny_model: Path) -> str:
+def seed(client: TestClient, case: Case, tmp_path: Path, model: Path | None) -> str:
     """The family's project with enough feedback to train; returns its name."""
     name = case.task.replace("-", "")
     if case.task == "embedding":
-        base = str(tiny_model)
         queries = [(item, query) for item, texts in QUERIES.items() for query in texts]
-    else:
-        base = str(make_model(tmp_path / f"{name}-base", 0.5))
+    elif case.task != "generation":
+        model = make_model(tmp_path / f"{name}-base", 0.5)
         queries = [(f"item-{i}", f"query number {i}") for i in range(18)]
+    base = str(model)
     created = client.post(
         "/v1/projects",
         json={
@@ -100,10 +112,38 @@ def seed(client: TestClient, case: Case, tmp_path: Path, tiny_model: Path) -> st
     if case.task == "embedding":  # items go in after the project exists
         items = [{"id": k, "text": v} for k, v in ITEMS.items()]
         assert client.put(f"/v1/projects/{name}/items", json={"items": items}).is_success
-    events = [{"kind": "label", "input": query, "items": [item]} for item, query in queries]
+    if case.task == "generation":
+        events = generation_feedback(client, name)
+    else:
+        events = [{"kind": "label", "input": q, "items": [item]} for item, q in queries]
     sent = client.post(f"/v1/projects/{name}/feedback/batch", json={"events": events})
     assert sent.is_success, sent.text
     return name
+
+
+def generation_feedback(client: TestClient, name: str) -> list[dict[str, Any]]:
+    """Replies the app logged, then corrections, thumbs and a preference on them."""
+    topics = ["password", "invoice", "refund", "address", "card", "order", "login", "plan"]
+    events: list[dict[str, Any]] = []
+    for i, topic in enumerate(topics * 2):
+        prompt = f"How do I change my {topic}? ({i})"
+        logged = client.post(
+            f"/v1/projects/{name}/interactions",
+            json={"id": f"g{i}", "input": {"prompt": prompt}, "output": {"text": "No idea."}},
+        )
+        assert logged.is_success, logged.text
+        fixed = f"Open settings, choose {topic}, and follow the steps."
+        events.append({"kind": "correction", "interaction_id": f"g{i}", "output": fixed})
+        events.append({"kind": "thumb", "interaction_id": f"g{i}", "value": "down"})
+    events.append(
+        {
+            "kind": "preference",
+            "input": "How do I close my account?",
+            "chosen": "Open settings, choose account, then close.",
+            "rejected": "No idea.",
+        }
+    )
+    return events
 
 
 def train(store: Store, settings: Settings, name: str) -> jobs.Job:
@@ -122,9 +162,11 @@ def test_the_loop_runs_every_family(
     settings: Settings,
     tmp_path: Path,
     tiny_model: Path,
+    tiny_llama: Path,
 ) -> None:
     task: Task = get_task(case.task)
-    name = seed(client, case, tmp_path, tiny_model)
+    base = {"embedding": tiny_model, "generation": tiny_llama}.get(case.task)
+    name = seed(client, case, tmp_path, base)
     task.check_trainable(read_project(store, name))  # enough data: no error
 
     job = train(store, settings, name)
