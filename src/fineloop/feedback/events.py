@@ -109,6 +109,12 @@ class PreferenceEvent(EventEnvelope):
             given = [getattr(self, side) is not None, getattr(self, f"{side}_interaction_id")]
             if sum(bool(g) for g in given) != 1:
                 raise ValueError(f"give exactly one of {side} or {side}_interaction_id")
+        same_output = self.chosen is not None and self.chosen == self.rejected
+        same_call = self.chosen_interaction_id is not None and (
+            self.chosen_interaction_id == self.rejected_interaction_id
+        )
+        if same_output or same_call:
+            raise ValueError("chosen and rejected are the same: a preference needs two outputs")
         return self
 
 
