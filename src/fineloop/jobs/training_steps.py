@@ -19,6 +19,7 @@ from fineloop.store.schema import ModelVersion, Project
 from fineloop.tasks.base import BuiltSnapshot, Evaluation, Task
 
 SPLIT = "test"
+SAMPLES = 8  # held-out examples a version keeps with every model's output
 
 
 def snapshot_for(
@@ -66,7 +67,27 @@ class Comparison:
             "champion_version": self.champion_version,
             "base_version": self.base_version,
             "interval": None if interval is None else decision.as_dict()["interval"],
-        }
+        } | ({"samples": samples} if (samples := self.side_by_side()) else {})
+
+    def side_by_side(self) -> list[dict[str, Any]]:
+        """The candidate's samples with the base's and champion's outputs on the same
+        examples (matched by input, so a family that samples differently never pairs
+        unrelated rows); at most SAMPLES of them."""
+        rows = []
+        for index, sample in enumerate(self.candidate.samples[:SAMPLES]):
+            outputs = {"candidate": sample.get("output")}
+            for label, other in (("base", self.base), ("champion", self.champion)):
+                theirs = other.samples[index] if index < len(other.samples) else {}
+                same = theirs.get("input") == sample.get("input")
+                outputs[label] = theirs.get("output") if same else None
+            rows.append(
+                {
+                    "input": sample.get("input"),
+                    "reference": sample.get("reference"),
+                    "outputs": outputs,
+                }
+            )
+        return rows
 
 
 def evaluate_all(

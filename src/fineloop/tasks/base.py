@@ -73,12 +73,16 @@ class Evaluation:
     """Metrics on one split, plus the primary metric per example (in the split's order),
     so two models evaluated on the same split can be compared with a paired bootstrap.
     `higher_is_better` is the primary metric's direction (False for a loss or perplexity):
-    the gate and hyperparameter search read it rather than assume."""
+    the gate and hyperparameter search read it rather than assume. `samples` are a few
+    held-out examples with the model's own output, for people to read (the dashboard puts
+    base, champion and candidate side by side): each {"input", "reference", "output"}, JSON
+    values, in the split's order, so two models' samples on one split line up."""
 
     metrics: dict[str, float]
     primary: str
     per_example: list[float] = field(default_factory=list)
     higher_is_better: bool = True
+    samples: list[dict[str, Any]] = field(default_factory=list)
 
     def improvement(self, other: Evaluation) -> float:
         """How much better this primary score is than `other`'s (negative: worse)."""
