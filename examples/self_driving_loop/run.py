@@ -30,11 +30,7 @@ import json
 import os
 import queue
 import random
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -45,6 +41,9 @@ from typing import Any
 import httpx
 
 from fineloop import Client
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from local_server import free_port, local_server
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "banking77"
 K = 10
@@ -311,34 +310,6 @@ def show_webhooks(wait: float, until: str | None = None) -> None:
 
 
 @contextlib.contextmanager
-def local_server() -> Iterator[str]:
-    """`fineloop serve` on a free port with a fresh store in a temporary folder."""
-    folder = Path(tempfile.mkdtemp(prefix="fineloop-example-"))
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FINELOOP_")}
-    env["FINELOOP_DATA_DIR"] = str(folder)
-    command = [sys.executable, "-m", "fineloop", "serve", "--no-demo", "--port", str(port)]
-    with (folder / "server.log").open("wb") as log:
-        server = subprocess.Popen(command, env=env, cwd=folder, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while not healthy(url):
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit((folder / "server.log").read_text())
-            time.sleep(0.2)
-        print(f"fineloop serve on {url} (data in {folder})")
-        yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-@contextlib.contextmanager
 def webhook_receiver() -> Iterator[str]:
     """A tiny HTTP server that queues every JSON payload POSTed to it."""
 
@@ -360,19 +331,6 @@ def webhook_receiver() -> Iterator[str]:
         yield url
     finally:
         server.shutdown()
-
-
-def healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def free_name(client: Client, wanted: str) -> str:
