@@ -3,7 +3,7 @@ snapshots in the generation layout written by hand with the real `save_splits`."
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,19 @@ import pytest
 
 Rows = dict[str, list[dict[str, Any]]]
 SnapshotWriter = Callable[..., Path]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """The tiny models' matmuls take microseconds: a second OpenMP thread only adds
+    synchronisation, which costs up to 30x when other processes share the 2 cores (measured:
+    an evaluation 0.36 s with one thread, 10.6 s with two under load). Restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

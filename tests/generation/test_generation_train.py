@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from fineloop.errors import Invalid
+from fineloop.runtime import supports_bf16
 from fineloop.tasks.base import JobCancelled
 from fineloop.tasks.generation.config import GenerationTrainConfig
 from fineloop.tasks.generation.evaluate import likelihood_metrics
@@ -159,13 +160,14 @@ def test_kto_runs_with_weights_from_the_label_ratio(
 ) -> None:
     thumbs = snapshot_writer(tmp_path / "thumbs", {"kto": all_rows["kto"]})  # 6 up, 2 down
     out = tmp_path / "kto"
-    train(thumbs, str(tiny_llama), config(max_steps=3), out, RecordingSink())
+    train(thumbs, str(tiny_llama), config(max_steps=3, bf16="auto"), out, RecordingSink())
     record = json.loads((out / RECORD).read_text())
     assert record["methods"] == ["kto"]
     weights = record["kto_weights"]
     ratio = weights["desirable_weight"] * 6 / (weights["undesirable_weight"] * 2)
     assert 1.0 <= ratio <= 4 / 3
     assert (out / "adapter_model.safetensors").is_file()
+    assert record["precision"] == ("bf16" if supports_bf16() else "fp32")  # the default
 
 
 @pytest.mark.parametrize(

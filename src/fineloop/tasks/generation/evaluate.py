@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from fineloop.data.snapshot_io import load_split, read_meta
 from fineloop.errors import Invalid
@@ -34,6 +35,8 @@ from fineloop.tasks.generation.metrics import SIMILARITIES
 from fineloop.tasks.generation.models import load_model, load_tokenizer, split_model
 
 MAX_TOKENS = 2048  # prompt + reply tokens scored per example (cut from the left past it)
+SAMPLES = 8  # greedy replies an evaluation keeps for people to read
+SAMPLE_CHARS = 600  # of each prompt turn, reference and reply kept with them
 
 Messages = list[dict[str, str]]
 
@@ -86,21 +89,58 @@ def evaluate(
     model: str, snapshot: Path, split: str = "test", primary: str | None = None
 ) -> Evaluation:
     examples = read_examples(snapshot, split)
+    require_rows(examples, split)
     chosen = choose_primary(snapshot, primary, examples)
-    per = per_example(model, examples, split, similarity=True)
-    if chosen not in per:
+    if chosen not in available(examples):  # refused before any model is loaded
         raise Invalid(
             f"primary metric {chosen!r} cannot be computed on the {split} split "
             f"(it has {len(examples.completions)} completion rows, {len(examples.pairs)} "
             "preference pairs)",
             field="primary",
         )
+    replies: list[str] = []
+    per = per_example(model, examples, split, similarity=True, replies=replies)
     return Evaluation(
         metrics=aggregate(per, examples),
         primary=chosen,
         per_example=per[chosen],
         higher_is_better=METRICS[chosen],
+        samples=samples(examples, replies),
     )
+
+
+def samples(examples: Examples, replies: list[str]) -> list[dict[str, Any]]:
+    """The first greedy replies next to their prompts and references, for people to read
+    (the dashboard's side by side); texts cut at SAMPLE_CHARS so a version record stays
+    small."""
+    rows = []
+    for (prompt, reference), reply in zip(examples.references[:SAMPLES], replies, strict=False):
+        turns = [{"role": m["role"], "content": m["content"][:SAMPLE_CHARS]} for m in prompt]
+        rows.append(
+            {
+                "input": {"messages": turns},
+                "reference": reference[-1]["content"][:SAMPLE_CHARS],
+                "output": reply[:SAMPLE_CHARS],
+            }
+        )
+    return rows
+
+
+def require_rows(examples: Examples, split: str) -> None:
+    if not examples.completions and not examples.pairs:
+        raise Invalid(f"the snapshot's {split} split has no rows to evaluate on", field="snapshot")
+
+
+def available(examples: Examples) -> set[str]:
+    """The metrics these examples allow."""
+    found: set[str] = set()
+    if examples.completions:
+        found |= {"sft_loss", "perplexity"}
+    if examples.pairs:
+        found |= {"preference_accuracy", "preference_margin"}
+    if examples.references:
+        found |= set(SIMILARITIES)
+    return found
 
 
 def likelihood_metrics(model: str, snapshot: Path, split: str = "test") -> dict[str, float]:
@@ -111,14 +151,19 @@ def likelihood_metrics(model: str, snapshot: Path, split: str = "test") -> dict[
 
 
 def per_example(
-    model: str, examples: Examples, split: str, *, similarity: bool
+    model: str,
+    examples: Examples,
+    split: str,
+    *,
+    similarity: bool,
+    replies: list[str] | None = None,
 ) -> dict[str, list[float]]:
-    """Every metric per example, in the examples' order."""
-    if not examples.completions and not examples.pairs:
-        raise Invalid(f"the snapshot's {split} split has no rows to evaluate on", field="snapshot")
+    """Every metric per example, in the examples' order; the greedy replies (one per
+    reference) are appended to `replies` when given."""
+    require_rows(examples, split)
     base, _ = split_model(model)
     tokenizer = load_tokenizer(base)
-    lm = load_model(model).to(device()).eval()
+    lm = load_for_scoring(model)
     pad = tokenizer.pad_token_id
     limit = min(MAX_TOKENS, getattr(lm.config, "max_position_embeddings", MAX_TOKENS))
     per: dict[str, list[float]] = {}
@@ -146,9 +191,24 @@ def per_example(
         for p, _ in references
     ]
     generated = generate(lm, tokenizer, prompts, [budget(tokenizer, t) for t in texts], pad)
+    if replies is not None:
+        replies.extend(generated)
     for name, measure in SIMILARITIES.items():
         per[name] = measure(generated, texts)
     return per
+
+
+def load_for_scoring(model: str) -> Any:
+    """The model in eval mode on the device, an adapter merged into its base (one matmul
+    per layer instead of two when generating). fp32 on a CPU, so two models' scores differ
+    by their weights, not by rounding; the checkpoint's own dtype on a GPU."""
+    import torch
+
+    where = device()
+    lm = load_model(model, dtype=torch.float32 if where == "cpu" else None)
+    if hasattr(lm, "merge_and_unload"):
+        lm = lm.merge_and_unload()
+    return lm.to(where).eval()
 
 
 def aggregate(per: dict[str, list[float]], examples: Examples) -> dict[str, float]:
