@@ -175,6 +175,40 @@ def test_stop_strings_cut_the_reply(predictor: GenerationPredictor) -> None:
     assert never == full
 
 
+def test_closing_a_stream_stops_generating(predictor: GenerationPredictor) -> None:
+    stream = predictor.stream(chat("tell me a story", max_tokens=200))
+    assert next(stream)
+    stream.close()
+    assert not predictor.base.lock.locked()
+    assert stream.output is None
+    assert predictor.generate(chat("hi", max_tokens=4)).completion_tokens >= 1
+    # a cancelled stream stops after the token it is generating
+    cancelled = predictor.stream(chat("tell me a story", max_tokens=200))
+    cancelled.cancel()
+    text = "".join(cancelled)
+    assert cancelled.output is not None and cancelled.output.completion_tokens == 1
+    assert cancelled.output.text == text
+
+
+def test_a_template_that_refuses_the_roles_is_invalid(lively: Path, tmp_path: Path) -> None:
+    strict = tmp_path / "strict"
+    shutil.copytree(lively, strict)
+    template = (
+        "{% if messages[0]['role'] == 'system' %}"
+        "{{ raise_exception('System role not supported') }}{% endif %}"
+        "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    )
+    (strict / "chat_template.jinja").write_text(template)
+    predictor = GenerationPredictor(str(strict))
+    with pytest.raises(Invalid, match="System role not supported") as caught:
+        predictor.generate(
+            GenerationInput(messages=[{"role": "system", "content": "be brief"}])  # type: ignore[list-item]
+        )
+    assert caught.value.field == "messages"
+    assert predictor.generate(chat("hi", max_tokens=2)).completion_tokens >= 1
+    predictor.close()
+
+
 def test_stop_cutter_holds_back_only_what_may_start_a_stop() -> None:
     cutter = StopCutter(["STOP", "\n\n"])
     shown = [cutter.feed(c) for c in ["Hel", "lo S", "T", "ART ST", "OP and more"]]

@@ -203,9 +203,16 @@ class TextStream:
     def __next__(self) -> str:
         return next(self._chunks)
 
-    def close(self) -> None:
+    def cancel(self) -> None:
+        """Stop generating at the next token; what was generated still comes out."""
         self._cancel.set()
+
+    def close(self) -> None:
+        """Stop generating (a client went away); returns once the base is free again."""
+        self.cancel()
         self._chunks.close()
+        if self._thread.is_alive():
+            self._thread.join()
 
     def _generate(self) -> None:
         predictor = self._predictor

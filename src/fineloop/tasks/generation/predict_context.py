@@ -77,7 +77,14 @@ def _encode(
 ) -> list[int]:
     if messages is None:
         return list(tokenizer(prompt or "")["input_ids"])
-    text: Any = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    try:
+        text: Any = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=False
+        )
+    except Exception as error:  # jinja's TemplateError: a template that checks the roles
+        raise Invalid(
+            f"the model's chat template refuses these messages: {error}", field="messages"
+        ) from None
     # the template writes its own special tokens (a BOS where the model wants one)
     return list(tokenizer(str(text), add_special_tokens=False)["input_ids"])
 
