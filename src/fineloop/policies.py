@@ -8,6 +8,8 @@ from pydantic import BaseModel, Field
 
 from fineloop.validation import INPUT, Int64, JsonObject, Seed
 
+ReuseMode = Literal["off", "exact", "direct", "few_shot"]
+
 
 class TriggerPolicy(BaseModel):
     """When a project retrains by itself (both off by default: training starts by hand)."""
@@ -115,3 +117,23 @@ class ServingPolicy(BaseModel):
         default=0.5, ge=0, le=1, description="Default acceptance probability for `select`."
     )
     max_query_chars: int = Field(default=2_000, ge=1, le=100_000)
+    reuse_corrections: ReuseMode | None = Field(
+        default=None,
+        description="Families that answer with text (generation): reuse the corrections "
+        "users gave, between retrains. off; exact: a prompt equal up to case, punctuation "
+        "and spacing gets its correction back; direct: so does a prompt whose cosine to a "
+        "corrected one is at least reuse_min_similarity; few_shot: up to reuse_shots "
+        "corrected prompts at least adaptation_min_similarity alike go before the "
+        "conversation as earlier turns. null: the family's default. Off while "
+        "online_adaptation is false.",
+    )
+    reuse_min_similarity: float = Field(
+        default=0.95,
+        ge=0,
+        le=1,
+        description="Cosine (all-MiniLM-L6-v2) from which `direct` answers with a "
+        "correction as it is.",
+    )
+    reuse_shots: int = Field(
+        default=2, ge=1, le=8, description="Most corrected examples `few_shot` adds."
+    )

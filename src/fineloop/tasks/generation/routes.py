@@ -33,6 +33,7 @@ from fineloop.errors import NotFound
 from fineloop.rollouts.routing import Routed, route
 from fineloop.serving import get_serving
 from fineloop.serving.interactions import log_interaction
+from fineloop.tasks.generation.adapt import AdaptedInfo
 from fineloop.tasks.generation.predict_io import (
     MAX_INPUT_CHARS,
     MAX_MESSAGES,
@@ -42,6 +43,7 @@ from fineloop.tasks.generation.predict_io import (
     GenerationInput,
     GenerationOutput,
 )
+from fineloop.tasks.generation.serving import AdaptedRequest, adapt_request
 from fineloop.tasks.generation.task import TASK
 from fineloop.validation import INPUT, Seed
 
@@ -72,6 +74,9 @@ class GenerateResponse(BaseModel):
     finish_reason: str
     truncated: bool
     usage: Usage
+    adapted: AdaptedInfo | None = Field(
+        default=None, description="Set when a correction answered or informed the reply."
+    )
 
 
 @router.post(
@@ -85,8 +90,9 @@ def generate(project: str, body: GenerateRequest, request: Request) -> GenerateR
     started = time.perf_counter()
     routed = _route(request.app, project, body.version, body.user_id)
     asked = GenerationInput.model_validate(body.model_dump(exclude={"version", "user_id"}))
-    output = routed.served.resource.generate(asked)
-    interaction_id = _log(request.app, routed, asked, output, "generate", body.user_id, started)
+    adapted = adapt_request(request.app, routed.served, asked)
+    output = adapted.answer(routed.served.resource)
+    interaction_id = _log(request.app, routed, adapted, output, "generate", body.user_id, started)
     return GenerateResponse(
         interaction_id=interaction_id,
         model_version=routed.served.version.label,
@@ -95,6 +101,7 @@ def generate(project: str, body: GenerateRequest, request: Request) -> GenerateR
         finish_reason=output.finish_reason,
         truncated=output.truncated,
         usage=_usage(output),
+        adapted=adapted.adapted.public(),
     )
 
 
@@ -194,26 +201,28 @@ async def chat_completions(request: Request) -> Response:
             routed = await run_in_threadpool(_route, request.app, name, ref or None, body.user)
         except NotFound as error:
             raise NotFound(error.message, field="model") from error
+        adapted = await run_in_threadpool(adapt_request, request.app, routed.served, asked)
         interaction_id = uuid.uuid4().hex
         headers = {"x-fineloop-interaction-id": interaction_id}
         if body.stream:
-            chunks = _stream(request.app, routed, asked, body, interaction_id, started)
+            chunks = _stream(request.app, routed, adapted, body, interaction_id, started)
             first = await run_in_threadpool(next, chunks)  # context errors: before any byte
             return StreamingResponse(
                 _prepend(first, chunks), media_type="text/event-stream", headers=headers
             )
-        output = await run_in_threadpool(routed.served.resource.generate, asked)
+        output = await run_in_threadpool(adapted.answer, routed.served.resource)
         _log(
             request.app,
             routed,
-            asked,
+            adapted,
             output,
             "chat.completions",
             body.user,
             started,
             interaction_id,
         )
-        return JSONResponse(_completion(routed, output, interaction_id), headers=headers)
+        completion = _completion(routed, output, interaction_id, adapted)
+        return JSONResponse(completion, headers=headers)
 
     return await answer_openai(work)
 
@@ -225,15 +234,15 @@ def _route(app: Any, project: str, version: str | None, user_id: str | None) -> 
 def _stream(
     app: Any,
     routed: Routed,
-    asked: GenerationInput,
+    adapted: AdaptedRequest,
     body: ChatCompletionRequest,
     interaction_id: str,
     started: float,
 ) -> Iterator[bytes]:
     """SSE frames: the role, the text as it comes, the finish reason, usage if asked.
     The interaction is logged once the reply is whole (a client gone early logs none)."""
-    stream = routed.served.resource.stream(asked)  # raises context errors now
-    head = _chunk_head(routed, interaction_id)
+    stream = adapted.stream(routed.served.resource)  # raises context errors now
+    head = _chunk_head(routed, interaction_id) | _adapted_field(adapted)
     yield _event(head | {"choices": [_delta({"role": "assistant", "content": ""})]})
     try:
         for piece in stream:
@@ -243,7 +252,7 @@ def _stream(
     output = stream.output
     if output is None:  # closed before the end
         return
-    _log(app, routed, asked, output, "chat.completions", body.user, started, interaction_id)
+    _log(app, routed, adapted, output, "chat.completions", body.user, started, interaction_id)
     yield _event(head | {"choices": [_delta({}, output.finish_reason)]})
     if body.stream_options is not None and body.stream_options.include_usage:
         yield _event(head | {"choices": [], "usage": _usage(output).model_dump()})
@@ -273,8 +282,10 @@ def _event(payload: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
 
 
-def _completion(routed: Routed, output: GenerationOutput, interaction_id: str) -> dict[str, Any]:
-    return {
+def _completion(
+    routed: Routed, output: GenerationOutput, interaction_id: str, adapted: AdaptedRequest
+) -> dict[str, Any]:
+    return _adapted_field(adapted) | {
         "id": f"chatcmpl-{interaction_id}",
         "object": "chat.completion",
         "created": int(time.time()),
@@ -296,6 +307,12 @@ def _completion(routed: Routed, output: GenerationOutput, interaction_id: str) -
     }
 
 
+def _adapted_field(adapted: AdaptedRequest) -> dict[str, Any]:
+    """`adapted` for a reply a correction answered or informed; nothing otherwise."""
+    info = adapted.adapted.public()
+    return {} if info is None else {"adapted": info.model_dump(exclude_none=True)}
+
+
 def _model_name(routed: Routed) -> str:
     return f"{routed.served.project.name}:{routed.served.version.label}"
 
@@ -312,7 +329,7 @@ def _usage(output: GenerationOutput) -> Usage:
 def _log(
     app: Any,
     routed: Routed,
-    asked: GenerationInput,
+    adapted: AdaptedRequest,
     output: GenerationOutput,
     endpoint: str,
     user_id: str | None,
@@ -320,7 +337,9 @@ def _log(
     interaction_id: str | None = None,
 ) -> str:
     """The interaction as generation builders read it: input {"messages"} or {"prompt"},
-    output {"text"} plus how the reply ended."""
+    output {"text"} plus how the reply ended; an adapted reply adds output["adapted"] and
+    any few-shot examples as input["shots"], apart from the user's messages."""
+    asked = adapted.asked
     if asked.messages is not None:
         shown: dict[str, Any] = {"messages": [m.model_dump() for m in asked.messages]}
     else:
@@ -328,6 +347,9 @@ def _log(
     reply: dict[str, Any] = {"text": output.text, "finish_reason": output.finish_reason}
     if output.truncated:
         reply["truncated"] = True
+    reply |= _adapted_field(adapted)
+    if adapted.adapted.shots:
+        shown["shots"] = adapted.adapted.shots_logged()
     return log_interaction(
         app.state.store,
         routed,

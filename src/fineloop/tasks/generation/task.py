@@ -22,10 +22,10 @@ from fineloop.tasks.generation.config import GenerationTrainConfig
 if TYPE_CHECKING:
     from fastapi import APIRouter
 
-    from fineloop.serving.family import PredictorServing
     from fineloop.serving.state import ServingState
     from fineloop.tasks.generation.build_config import GenerationBuildConfig
     from fineloop.tasks.generation.predict import GenerationPredictor
+    from fineloop.tasks.generation.serving import GenerationServing
 
 TASK = "generation"
 
@@ -107,10 +107,10 @@ class GenerationTask:
         ensure_prepared(model)
         return GenerationPredictor(model)
 
-    def serving(self, hub: ServingState) -> PredictorServing:
-        from fineloop.serving.family import PredictorServing
+    def serving(self, hub: ServingState) -> GenerationServing:
+        from fineloop.tasks.generation.serving import GenerationServing
 
-        return PredictorServing(hub)  # base + adapter is all a version needs to answer
+        return GenerationServing(hub)  # the shared predictor serving + correction reuse
 
     def routes(self) -> APIRouter:
         from fineloop.tasks.generation.routes import router
