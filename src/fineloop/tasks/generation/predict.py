@@ -140,10 +140,11 @@ class GenerationPredictor:
             "pad_token_id": tokenizer.pad_token_id,
             "streamer": streamer,
         }
-        if request.stop:
-            options |= {"stop_strings": list(request.stop), "tokenizer": tokenizer}
+        criteria = [self.base.stop_criterion(tuple(request.stop))] if request.stop else []
         if cancel is not None:
-            options["stopping_criteria"] = _cancel_criteria(cancel)
+            criteria.append(_Cancelled(cancel))
+        if criteria:
+            options["stopping_criteria"] = _criteria(criteria)
         sampling = request.temperature > 0
         options["do_sample"] = sampling
         if sampling:
@@ -270,16 +271,23 @@ def _eos_ids(base: predict_bases.SharedBase) -> set[int]:
     return found
 
 
-def _cancel_criteria(cancel: threading.Event) -> Any:
-    from transformers import StoppingCriteria, StoppingCriteriaList
+def _criteria(criteria: list[Any]) -> Any:
+    from transformers import StoppingCriteriaList
 
-    class Cancelled(StoppingCriteria):
-        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-            import torch
+    return StoppingCriteriaList(criteria)
 
-            return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool)
 
-    return StoppingCriteriaList([Cancelled()])
+class _Cancelled:
+    """A stopping criterion: stop once the event is set (duck-typed, so this module does
+    not import transformers)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool)
 
 
 @contextmanager
