@@ -11,6 +11,8 @@ import typer
 from rich.markup import escape
 
 from fineloop.cli import data, jobs, keys, models, projects, rollouts, serve, train, tune
+from fineloop.cli import export as export_cli
+from fineloop.cli import generate as generate_cli
 from fineloop.cli import index as index_cli
 from fineloop.cli import worker as worker_cli
 from fineloop.cli.common import err_console
@@ -31,7 +33,9 @@ app.add_typer(data.feedback_app, name="feedback")
 app.add_typer(keys.app, name="keys")
 app.command("train")(train.train)
 app.command("tune")(tune.tune)
+models.app.command("export")(export_cli.export)
 app.add_typer(models.app, name="models")
+app.command("generate")(generate_cli.generate)
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(rollouts.app, name="rollout")
 app.add_typer(index_cli.app, name="index")

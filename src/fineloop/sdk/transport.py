@@ -68,6 +68,10 @@ def error_of(response: httpx.Response) -> FineloopError:
         body = {"error": "http_error", "message": text}
     message = str(body.get("message") or body.get("detail") or response.reason_phrase)
     code = str(body.get("error") or "http_error")
+    inner = body.get("error")
+    if isinstance(inner, dict):  # the OpenAI-compatible routes: {"error": {message, code}}
+        message = str(inner.get("message") or response.reason_phrase)
+        code = str(inner.get("code") or inner.get("type") or "http_error")
     retry_after = None
     if response.status_code == 503:
         try:
