@@ -122,9 +122,9 @@ class ServingPolicy(BaseModel):
         description="Families that answer with text (generation): reuse the corrections "
         "users gave, between retrains. off; exact: a prompt equal up to case, punctuation "
         "and spacing gets its correction back; direct: so does a prompt whose cosine to a "
-        "corrected one is at least reuse_min_similarity; few_shot: up to reuse_shots "
-        "corrected prompts at least adaptation_min_similarity alike go before the "
-        "conversation as earlier turns. null: the family's default. Off while "
+        "corrected one is at least reuse_min_similarity; few_shot: exact, else up to "
+        "reuse_shots corrected prompts at least adaptation_min_similarity alike go before "
+        "the conversation as earlier turns. null: the family's default. Off while "
         "online_adaptation is false.",
     )
     reuse_min_similarity: float = Field(

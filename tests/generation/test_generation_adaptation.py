@@ -11,6 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fineloop.serving import get_serving
+from fineloop.store.projects import get_project
+from fineloop.tasks.generation.adapt_memory import CorrectionMemory
 
 PROJECT = "helpdesk"
 ASKED = "How do I reset my password?"
@@ -160,6 +162,9 @@ def test_few_shot_puts_the_corrections_before_the_question(
     ]
     assert logged["input"]["shots"] == [{"prompt": ASKED, "completion": CORRECTION}]
 
+    same = _generate(client, ASKED.upper())  # an exact hit is returned in every mode
+    assert same["adapted"]["mode"] == "exact" and same["text"] == CORRECTION
+
     unrelated = _generate(client, UNRELATED)
     assert unrelated["adapted"] is None
     assert unrelated["usage"]["prompt_tokens"] == plain_unrelated["usage"]["prompt_tokens"]
@@ -194,3 +199,25 @@ def test_bad_reuse_policies_are_refused(client: TestClient, policy: dict[str, An
     answer = client.post("/v1/projects", json=body)
     assert answer.status_code == 422, answer.text
     assert next(iter(policy)) in answer.text
+
+
+def test_the_memory_keeps_the_newest_correction_per_prompt_within_its_bound(
+    client: TestClient, tiny_llama: Path
+) -> None:
+    _create(client, tiny_llama)
+    ids = []
+    for prompt, text in [("One?", "1"), ("Two?", "2"), ("one", "uno"), ("Three?", "3")]:
+        event = {"kind": "correction", "input": {"prompt": prompt}, "output": {"text": text}}
+        sent = client.post(f"/v1/projects/{PROJECT}/feedback", json=event)
+        assert sent.is_success, sent.text
+        ids.append(sent.json()["id"])
+    store = client.app.state.store  # type: ignore[attr-defined]
+    with store.read() as session:
+        project_id = get_project(session, PROJECT).id
+    memory = CorrectionMemory(project_id, max_corrections=2)
+    assert memory.refresh(store, None) == 4
+    view = memory.view
+    assert [c.text for c in view.corrections] == ["uno", "3"]  # "one" replaced "One?"
+    assert [c.feedback_id for c in view.corrections] == [ids[2], ids[3]]
+    assert view.vectors is None  # no encoder: exact reuse only
+    assert memory.refresh(store, None) == 0  # nothing past the watermark

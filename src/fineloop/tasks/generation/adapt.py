@@ -7,9 +7,11 @@ false), for a conversation whose last turn is the user's:
 - direct: exact, or a corrected prompt in the same context (the turns before the last user
   turn equal, normalized) whose last user turn has cosine ≥ `reuse_min_similarity` to this
   one (all-MiniLM-L6-v2) → the nearest such correction is the answer;
-- few_shot: up to `reuse_shots` corrected prompts with the same system turns and cosine ≥
-  `adaptation_min_similarity`, nearest last (closest to the question), go before the
-  conversation as earlier (user, assistant) turns; the model still writes the answer.
+- few_shot: exact, else up to `reuse_shots` corrected prompts with the same system turns
+  and cosine ≥ `adaptation_min_similarity`, nearest last (closest to the question), go
+  before the conversation as earlier (user, assistant) turns; the model writes the answer.
+An exact hit is returned in every mode: a prompt equal to a corrected one up to case and
+punctuation has no better answer than its correction.
 Anything else is answered as if adaptation were off. bench/generation_adaptation.py
 measures the modes on SmolLM2-135M-Instruct; `DEFAULT_MODE` is what it chose.
 """

@@ -139,10 +139,9 @@ class GenerationServing(PredictorServing):
         view = self._fresh(project).memory.view
         if not view.corrections:
             return adapt.NOT_ADAPTED
-        if mode in ("exact", "direct"):
-            hit = adapt.exact(view, messages)
-            if hit.mode is not None or mode == "exact":
-                return hit
+        hit = adapt.exact(view, messages)  # every mode returns an exact hit as it is
+        if hit.mode is not None or mode == "exact":
+            return hit
         if self._encoder is None or view.vectors is None:
             return adapt.NOT_ADAPTED
         query = self._encoder.encode([messages[-1]["content"]])[0]
