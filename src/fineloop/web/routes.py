@@ -57,10 +57,11 @@ def project(project: str, request: Request, store: StoreDep) -> Response:
         return _not_found(request, f"there is no project {project!r}")
     try:
         with store.read() as session:
-            data = views.project_page(session, project)
+            data = views.project_page(session, project, _page(request))
     except NotFound as error:
         return _not_found(request, error.message)
-    return _render(request, "project.html", data, page_data=data)
+    charted = {k: v for k, v in data.items() if k != "family"}  # the panel is HTML only
+    return _render(request, "project.html", data, page_data=charted)
 
 
 @router.get("/jobs/{job_id}")
@@ -133,6 +134,12 @@ def static(path: str) -> Response:
     if not found:
         return PlainTextResponse("not found", status_code=404)
     return FileResponse(target, headers={"Cache-Control": "public, max-age=3600"})
+
+
+def _page(request: Request) -> int:
+    """The `page` query parameter; anything that is no small positive number is page 1."""
+    text = request.query_params.get("page", "1")
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 6 else 1
 
 
 def _keys(request: Request) -> KeyCache:

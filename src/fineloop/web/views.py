@@ -20,6 +20,7 @@ from fineloop.registry.versions import CHAMPION
 from fineloop.snapshots import list_snapshots, snapshot_public
 from fineloop.store.projects import get_project, list_projects, policy_of, project_public
 from fineloop.store.schema import Alias, Feedback, Job, JobEvent, ModelVersion, Project
+from fineloop.web import families
 
 _MAX_DAYS = 90  # the feedback chart shows at most this many days, the newest
 
@@ -63,8 +64,9 @@ def _pairs(session: Session, query: Executable) -> dict[int, int]:
     return {row[0]: row[1] for row in session.execute(query)}
 
 
-def project_page(session: Session, name: str) -> dict[str, Any]:
-    """Everything the project page shows; NotFound for an unknown project."""
+def project_page(session: Session, name: str, page: int = 1) -> dict[str, Any]:
+    """Everything the project page shows; NotFound for an unknown project. `page` pages
+    the family panel's lists (a generation project's interactions)."""
     project = get_project(session, name)
     stats = reward_stats(session, project.id, policy_of(project), bucket="day")
     versions = manage.versions_public(session, project)
@@ -80,6 +82,7 @@ def project_page(session: Session, name: str) -> dict[str, Any]:
         "aliases": manage.aliases_public(session, project),
         "history": history,
         "snapshots": [_snapshot_row(s) for s in _snapshots(session, project)],
+        "family": families.project_panel(session, project, page),
     }
 
 
@@ -89,10 +92,15 @@ def job_page(session: Session, job_id: int) -> dict[str, Any]:
     latest = session.scalars(
         select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id.desc()).limit(200)
     ).all()
+    family = families.job_panel(session, session.get(Project, job.project_id), job)
     return {
         "job": jobs.job_public(session, job),
         "series": jobs.metric_series(session, job_id),
         "events": [jobs.event_public(e) for e in reversed(latest)],
+        "family": family,
+        # steps of each stage of the run (a generation run's methods): the loss chart
+        # draws one line per stage
+        "stages": (family or {}).get("stages", []),
     }
 
 

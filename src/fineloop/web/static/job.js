@@ -16,7 +16,7 @@
 
   const lossCanvas = document.getElementById("chart-loss");
   const metricsCanvas = document.getElementById("chart-metrics");
-  fl.charts.loss = fl.lineChart(lossCanvas, { loss: seriesOf("loss") }, "loss");
+  fl.charts.loss = fl.lineChart(lossCanvas, lossSeries(), "loss");
   fl.charts.metrics = fl.lineChart(metricsCanvas, otherSeries(), "value");
   fl.live = { mode: "none", events: 0, metrics: 0 };
 
@@ -30,18 +30,22 @@
     return [...map.entries()].sort((a, b) => a[0] - b[0]).map(([x, y]) => ({ x, y }));
   }
 
-  function otherSeries() {
+  // One loss line per stage of the run when the page knows them (a generation run's SFT,
+  // then DPO, ...: their losses are on different scales); points past them stay "loss".
+  function lossSeries() {
+    const all = seriesOf("loss");
+    const stages = fl.data.stages || [];
+    if (!stages.length) return { loss: all };
+    const inside = (p, s) => p.x >= s.first && p.x <= s.last;
     const out = {};
-    for (const name of Object.keys(points).sort()) if (name !== "loss") out[name] = seriesOf(name);
+    for (const s of stages) out[`loss (${s.label})`] = all.filter((p) => inside(p, s));
+    const rest = all.filter((p) => !stages.some((s) => inside(p, s)));
+    if (rest.length) out.loss = rest;
     return out;
   }
 
-  function redraw() {
-    fl.charts.loss.data.datasets[0].data = seriesOf("loss");
-    fl.charts.loss.update("none");
-    const others = otherSeries();
-    const chart = fl.charts.metrics;
-    Object.entries(others).forEach(([name, data], i) => {
+  function sync(chart, series) {
+    Object.entries(series).forEach(([name, data], i) => {
       let dataset = chart.data.datasets.find((d) => d.label === name);
       if (!dataset) {
         const color = fl.palette[i % fl.palette.length];
@@ -52,6 +56,18 @@
     });
     chart.options.plugins.legend.display = chart.data.datasets.length > 1;
     chart.update("none");
+  }
+
+  function otherSeries() {
+    const out = {};
+    for (const name of Object.keys(points).sort()) if (name !== "loss") out[name] = seriesOf(name);
+    return out;
+  }
+
+  function redraw() {
+    sync(fl.charts.loss, lossSeries());
+    const others = otherSeries();
+    sync(fl.charts.metrics, others);
     document.getElementById("loss-empty").hidden = seriesOf("loss").length > 0;
     document.getElementById("metrics-empty").hidden = Object.keys(others).length > 0;
   }
