@@ -347,6 +347,12 @@ def test_over_long_prompt_is_truncated_from_the_oldest_turns(
     assert "question 0 " not in kept and "question 39 " in kept
     assert kept.split("<|im_end|>\n")[1].startswith("<|im_start|>user")  # a user turn first
     assert got.prompt_tokens == len(fitted.ids)
+    # only as much was dropped as needed: one more exchange would not have fit
+    first_kept = next(n for n in range(40) if f"question {n} " in kept)
+    one_more = [messages[0], *messages[1 + 2 * (first_kept - 1) :]]
+    longer = GenerationInput(messages=one_more, max_tokens=16)  # type: ignore[arg-type]
+    with pytest.raises(Invalid, match="context of 256"):
+        fit_prompt(tokenizer, longer, context=256, max_new_tokens=16, policy="reject")
 
 
 def test_one_huge_message_keeps_its_end(predictor: GenerationPredictor) -> None:
