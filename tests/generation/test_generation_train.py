@@ -164,6 +164,8 @@ def test_kto_runs_with_weights_from_the_label_ratio(
     record = json.loads((out / RECORD).read_text())
     assert record["methods"] == ["kto"]
     weights = record["kto_weights"]
+    assert (weights["desirable"], weights["undesirable"]) == (6, 2)
+    assert weights["desirable_weight"] < weights["undesirable_weight"]  # the majority is damped
     ratio = weights["desirable_weight"] * 6 / (weights["undesirable_weight"] * 2)
     assert 1.0 <= ratio <= 4 / 3
     assert (out / "adapter_model.safetensors").is_file()

@@ -21,8 +21,6 @@ from datasets import Dataset  # type: ignore[import-untyped]
 from pydantic import BaseModel
 from transformers.trainer_callback import PrinterCallback
 
-import fineloop
-from fineloop.data.snapshot_io import read_meta
 from fineloop.errors import Invalid
 from fineloop.runtime import device, is_main_process, supports_bf16
 from fineloop.tasks.base import JobCancelled, ProgressSink
@@ -31,7 +29,6 @@ from fineloop.tasks.generation.models import (
     load_causal_lm,
     load_tokenizer,
     split_model,
-    write_adapter_base,
 )
 from fineloop.tasks.generation.train_callback import StageCallback
 from fineloop.tasks.generation.train_rows import (
@@ -40,10 +37,10 @@ from fineloop.tasks.generation.train_rows import (
     mix,
     read_replay,
     read_train,
-    write_replay,
 )
+from fineloop.tasks.generation.train_save import RECORD, save, stamp, summary
 
-RECORD = "fineloop_training.json"
+__all__ = ["RECORD", "train"]  # RECORD: where a run says what it did (the web reads it)
 
 
 def train(
@@ -99,11 +96,8 @@ def train(
                 callback,
                 out_dir / "logs",
             )
-            if method == "kto":
-                record["kto_weights"] = {
-                    "desirable_weight": trainer.args.desirable_weight,
-                    "undesirable_weight": trainer.args.undesirable_weight,
-                }
+            if method == "kto":  # what TRL was given, and the label counts behind it
+                record["kto_weights"] = kto_weights(list(data["label"]))
             trainer.train()
             if callback.cancelled:
                 raise JobCancelled("training was cancelled")
@@ -115,7 +109,8 @@ def train(
             record.update(stamp(snapshot, base, adapter, settings, bf16=bf16, qlora=qlora))
             save(model, out_dir, work, base, rows, methods, old_replay, settings, record)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if is_main_process():  # other ranks may not remove what rank 0 is still writing
+            shutil.rmtree(work, ignore_errors=True)
     sink.log(f"trained {', '.join(methods)}: {json.dumps(record['metrics'], sort_keys=True)}")
     sink.progress(1.0, "saved")
     return out_dir
@@ -273,66 +268,3 @@ def drop_reference(model: Any) -> None:
     if "ref" in getattr(model, "peft_config", {}):
         model.set_adapter("default")
         model.delete_adapter("ref")
-
-
-def summary(history: list[dict[str, Any]]) -> dict[str, float]:
-    """The stage's final numbers: train loss, runtime, last logged reward margins."""
-    found: dict[str, float] = {}
-    for entry in history:
-        for key in ("loss", "rewards/margins", "rewards/accuracies", "kl"):
-            if key in entry:
-                found[f"last_{key}"] = float(entry[key])
-        for key in ("train_loss", "train_runtime", "train_samples_per_second"):
-            if key in entry:
-                found[key] = float(entry[key])
-    return found
-
-
-def stamp(
-    snapshot: Path,
-    base: str,
-    adapter: str | None,
-    config: GenerationTrainConfig,
-    *,
-    bf16: bool,
-    qlora: bool,
-) -> dict[str, Any]:
-    """What the artifact needs to be understood later: config, versions, data, precision."""
-    return {
-        "task": "generation",
-        "fineloop_version": fineloop.__version__,
-        "base_model": base,
-        "continued_from": adapter,
-        "snapshot_id": read_meta(snapshot).get("id", Path(snapshot).name),
-        "config": config.model_dump(mode="json"),
-        "precision": "bf16" if bf16 else "fp32",
-        "qlora": qlora,
-    }
-
-
-def save(
-    model: Any,
-    out_dir: Path,
-    work: Path,
-    base: str,
-    rows: dict[str, Dataset],
-    methods: list[str],
-    old_replay: dict[str, Dataset],
-    config: GenerationTrainConfig,
-    record: dict[str, Any],
-) -> None:
-    """Write the adapter under `work`, then move it into `out_dir` (a failure part way
-    leaves no adapter_config.json there, so no half-written adapter looks complete)."""
-    folder = work / "adapter"
-    model.save_pretrained(str(folder), selected_adapters=["default"])
-    write_adapter_base(folder, base)
-    trained = {m: rows[m] for m in methods}
-    record["replay_saved"] = write_replay(folder, trained, old_replay, config.seed)
-    (folder / RECORD).write_text(json.dumps(record, indent=2, sort_keys=True))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for entry in sorted(folder.iterdir(), key=lambda p: p.name == "adapter_config.json"):
-        target = out_dir / entry.name
-        if target.is_dir():
-            shutil.rmtree(target)
-        target.unlink(missing_ok=True)
-        shutil.move(str(entry), str(target))
