@@ -27,6 +27,7 @@ MAX_PAGE = 500  # deeper pages are for the API (GET /v1/projects/{p}/interaction
 FEEDBACK = 10  # events shown per interaction, the newest
 PREFERENCES = 200  # recent preferences scanned for ones naming a shown interaction
 TEXT_CHARS = 4000
+SIDES = ("chosen", "rejected")
 
 
 def project_panel(session: Session, project: Project, page: int) -> dict[str, Any]:
@@ -90,7 +91,7 @@ def interaction_row(
         "turns": [m | {"content": clip(m["content"])} for m in prompt_messages(row.input) or []],
         "raw_input": None if prompt_messages(row.input) else as_text(row.input),
         "reply": shown_reply,
-        "feedback": [shown(event, reply or "", replies) for event in feedback[:FEEDBACK]],
+        "feedback": [shown(event, reply or "", replies, row.id) for event in feedback[:FEEDBACK]],
         "more_feedback": max(0, len(feedback) - FEEDBACK, logged - FEEDBACK),
     }
 
@@ -139,9 +140,11 @@ def feedback_counts(session: Session, project: Project, ids: list[str]) -> dict[
     return {row[0]: row[1] for row in rows if row[0] is not None}
 
 
-def shown(event: Any, reply: str, replies: dict[str, str | None]) -> dict[str, Any]:
+def shown(
+    event: Any, reply: str, replies: dict[str, str | None], interaction: str
+) -> dict[str, Any]:
     """One feedback event as the page shows it: its kind's fields, a correction as a diff
-    against the reply, a preference with both sides' texts."""
+    against the reply, a preference with both sides' texts and the side this reply was on."""
     payload = event.payload
     row: dict[str, Any] = {
         "id": event.id,
@@ -159,6 +162,8 @@ def shown(event: Any, reply: str, replies: dict[str, str | None]) -> dict[str, A
     elif event.kind == "preference":
         row["chosen"] = side_text(payload, "chosen", replies)
         row["rejected"] = side_text(payload, "rejected", replies)
+        ours = [s for s in SIDES if payload.get(f"{s}_interaction_id") == interaction]
+        row["side"] = ours[0] if ours else None
     return row
 
 

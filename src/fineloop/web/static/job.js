@@ -45,10 +45,10 @@
   }
 
   function sync(chart, series) {
-    Object.entries(series).forEach(([name, data], i) => {
+    Object.entries(series).forEach(([name, data]) => {
       let dataset = chart.data.datasets.find((d) => d.label === name);
       if (!dataset) {
-        const color = fl.palette[i % fl.palette.length];
+        const color = fl.palette[chart.data.datasets.length % fl.palette.length]; // a new one
         dataset = { label: name, data: [], borderColor: color, backgroundColor: color, borderWidth: 2 };
         chart.data.datasets.push(dataset);
       }
