@@ -160,10 +160,11 @@ def test_patching_the_description_leaves_stored_rewards_alone(
 def test_a_task_family_that_is_not_installed_is_a_422_naming_the_installed_ones(
     client: TestClient,
 ) -> None:
-    response = client.post("/v1/projects", json={"name": "chat", "task": "generation"})
+    response = client.post("/v1/projects", json={"name": "chat", "task": "detection"})
 
     assert response.status_code == 422
     message = response.json()["message"]
-    assert "'generation' is installed" in message or "no task 'generation'" in message
-    assert "embedding" in message and "fake" in message  # the test plugins count too
+    assert "'detection' is installed" in message or "no task 'detection'" in message
+    assert "embedding" in message and "generation" in message
+    assert "fake" in message  # the test plugins count too
     assert client.get("/v1/projects").json() == []
