@@ -17,7 +17,13 @@ from safetensors.torch import load_file
 from fineloop.errors import Invalid
 from fineloop.tasks.base import Evaluation, NullSink
 from fineloop.tasks.generation.config import METRICS, GenerationTrainConfig
-from fineloop.tasks.generation.evaluate import choose_primary, evaluate, read_examples
+from fineloop.tasks.generation.eval_scoring import generate, prompt_text
+from fineloop.tasks.generation.evaluate import (
+    choose_primary,
+    evaluate,
+    load_for_scoring,
+    read_examples,
+)
 from fineloop.tasks.generation.metrics import SIMILARITIES
 from fineloop.tasks.generation.models import load_causal_lm, load_tokenizer
 from fineloop.tasks.generation.train import train
@@ -218,3 +224,25 @@ def test_similarities_score_identical_text_one_and_unrelated_text_lower() -> Non
     for name, measure in SIMILARITIES.items():
         assert measure(same, same)[0] == pytest.approx(1.0, abs=1e-4), name
         assert measure(other, same)[0] < 0.5, name
+
+
+def test_batched_greedy_generation_equals_one_prompt_at_a_time(
+    adapter: Path, tiny_llama: Path
+) -> None:
+    """Left padding and masks change nothing: prompts of different lengths get the same
+    greedy reply in one batch as alone."""
+    tokenizer = load_tokenizer(str(tiny_llama))
+    model = load_for_scoring(str(adapter))
+    asks = ["where is my invoice", "can i cancel my plan and delete my account now please"]
+    prompts = [
+        tokenizer(
+            prompt_text(tokenizer, [{"role": "user", "content": ask}]), add_special_tokens=False
+        )["input_ids"]
+        for ask in asks
+    ]
+    pad = tokenizer.pad_token_id
+    together = generate(model, tokenizer, prompts, [12, 12], pad)
+    alone = [generate(model, tokenizer, [prompt], [12], pad)[0] for prompt in prompts]
+    assert together == alone
+    assert all(reply for reply in together)  # the trained adapter answers something
+    assert generate(model, tokenizer, prompts[:1], [2], pad)[0] != together[0]  # bounded
