@@ -106,6 +106,7 @@ def test_auto_run_trains_sft_then_dpo_into_an_adapter_folder(
     assert record["replay_rows"] == {"sft": 0, "dpo": 0}  # a fresh adapter has no replay
     assert set(record["metrics"]) == {"sft", "dpo"}
     assert record["snapshot_id"] == "snap-1"
+    assert record["qlora"] is (torch.cuda.is_available() and record["qlora"])  # CPU: off
     assert (out / "adapter_model.safetensors").is_file()
     assert not (out / "model.safetensors").exists()  # never a merged model
     assert not (out / "ref").exists()  # only the trained adapter is saved
@@ -291,3 +292,13 @@ def test_config_refuses_bad_values_naming_the_field() -> None:
     with pytest.raises(Invalid):
         GenerationTrainConfig.parse({"lora_rank": 8})  # unknown keys are refused
     assert GenerationTrainConfig.parse({}).target_modules == "all-linear"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU 4-bit loading may be possible")
+def test_qlora_is_refused_without_cuda_and_auto_stays_off(
+    tmp_path: Path, tiny_llama: Path, snapshot: Path
+) -> None:
+    with pytest.raises(Invalid, match="CUDA") as error:
+        train(snapshot, str(tiny_llama), config(qlora=True), tmp_path / "out", RecordingSink())
+    assert error.value.field == "train.qlora"
+    assert not (tmp_path / "out" / "adapter_config.json").exists()
