@@ -98,6 +98,10 @@ def test_every_metric_is_reported_in_its_range(scored: dict[str, Evaluation]) ->
     assert result.metrics["perplexity"] == pytest.approx(math.exp(result.metrics["sft_loss"]))
     assert result.metrics["completion_examples"] == 4 + 2  # sft rows + desirable kto rows
     assert result.metrics["preference_examples"] == 3
+    # a few greedy replies kept beside their prompts and references, for people to read
+    assert len(result.samples) == 8  # of the 6 + 3 references
+    assert result.samples[0]["reference"] == ANSWER
+    assert result.samples[0]["input"]["messages"][0]["content"] == PROMPTS[0] + " now"
 
 
 def test_auto_primary_is_sft_loss_lower_is_better_per_completion(
