@@ -302,3 +302,30 @@ def test_qlora_is_refused_without_cuda_and_auto_stays_off(
         train(snapshot, str(tiny_llama), config(qlora=True), tmp_path / "out", RecordingSink())
     assert error.value.field == "train.qlora"
     assert not (tmp_path / "out" / "adapter_config.json").exists()
+
+
+def test_replay_is_capped_per_method_and_drawn_with_the_seed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datasets import Dataset  # type: ignore[import-untyped]
+
+    from fineloop.tasks.generation import train_rows
+
+    def sft(n: int, tag: str) -> Dataset:
+        return Dataset.from_dict(
+            {
+                "prompt": [[{"role": "user", "content": f"{tag} {i}"}] for i in range(n)],
+                "completion": [[{"role": "assistant", "content": "ok"}] for _ in range(n)],
+            }
+        )
+
+    monkeypatch.setattr(train_rows, "REPLAY_CAP", 5)
+    sizes = train_rows.write_replay(tmp_path, {"sft": sft(4, "new")}, {"sft": sft(6, "old")}, 7)
+    assert sizes == {"sft": 5}
+    kept = train_rows.read_replay(str(tmp_path))["sft"]
+    assert len(kept) == 5
+    mixed, count = train_rows.mix(sft(8, "new"), kept, 0.2, seed=3)
+    assert count == replay_count(8, 5, 0.2) == 2 and len(mixed) == 10
+    again, _ = train_rows.mix(sft(8, "new"), kept, 0.2, seed=3)
+    assert mixed["prompt"] == again["prompt"]  # the same seed draws the same replay rows
+    assert train_rows.mix(sft(8, "new"), kept, 0.0, seed=3)[1] == 0  # share 0: no replay
