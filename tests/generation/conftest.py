@@ -26,14 +26,6 @@ def _one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="session")
-def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny causal-LM folder (safetensors + tokenizer with a chat template)."""
-    from factories import build_tiny_llama
-
-    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
-
-
 def features(method: str) -> dict[str, Any]:
     """The convention's columns for one method's split folder."""
     from datasets import List, Value  # type: ignore[import-untyped]

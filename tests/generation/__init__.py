@@ -1,0 +1,1 @@
+"""Generation family tests (a package, so its conftest does not shadow the root one)."""
