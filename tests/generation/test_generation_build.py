@@ -285,8 +285,9 @@ def test_every_drop_is_counted_with_its_reason(
         # two years old with a 90-day half-life: worth 0.002, under the threshold of 0.1
         thumb("old", timestamp=datetime.now(UTC) - timedelta(days=730)),
         ThumbEvent(kind="thumb", value="up", input=ask("Nothing shown?")),
+        # the same reply but for surrounding space: taken at the edge, the same once stripped
         PreferenceEvent(
-            kind="preference", input={"prompt": "Pick"}, chosen="Same", rejected="Same"
+            kind="preference", input={"prompt": "Pick"}, chosen="Same", rejected="Same "
         ),
         LabelEvent(kind="label", input="a question", label="geography"),
     )
