@@ -250,3 +250,35 @@ def test_batched_greedy_generation_equals_one_prompt_at_a_time(
     assert together == alone
     assert all(reply for reply in together)  # the trained adapter answers something
     assert generate(model, tokenizer, prompts[:1], [2], pad)[0] != together[0]  # bounded
+
+
+def test_a_thumbed_up_reply_in_sft_and_kto_is_one_example(
+    tmp_path: Path,
+    snapshot_writer: Callable[..., Path],
+    make_row: Callable[..., dict[str, Any]],
+) -> None:
+    same = {"completion": ANSWER}
+    rows = {
+        "sft": [make_row("where is my invoice", "test", **same)],
+        "kto": [make_row("where is my invoice", "test", **same, label=True)],
+    }
+    examples = read_examples(snapshot_writer(tmp_path / "s", rows), "test")
+    assert len(examples.completions) == 1
+
+
+def test_similarity_runs_on_a_bounded_share_unless_it_is_the_primary(
+    tiny_llama: Path,
+    tmp_path: Path,
+    snapshot_writer: Callable[..., Path],
+    make_row: Callable[..., dict[str, Any]],
+) -> None:
+    from fineloop.tasks.generation.evaluate import SIMILARITY_EXAMPLES
+
+    many = [make_row(f"question number {i}", "test", completion=ANSWER) for i in range(20)]
+    snap = snapshot_writer(tmp_path / "s", {"sft": many})
+    by_loss = evaluate(str(tiny_llama), snap)
+    assert by_loss.primary == "sft_loss" and len(by_loss.per_example) == 20
+    assert by_loss.metrics["similarity_examples"] == SIMILARITY_EXAMPLES < 20
+    by_rouge = evaluate(str(tiny_llama), snap, primary="rouge_l")
+    assert len(by_rouge.per_example) == 20  # the gate pairs every example
+    assert by_rouge.metrics["similarity_examples"] == 20

@@ -6,7 +6,9 @@ On one split of the snapshot:
 - preference rows (dpo): `preference_accuracy`, 1 when the chosen reply's summed log-prob
   beats the rejected one's, and `preference_margin`, their difference;
 - references (completion rows' replies, dpo rows' chosen replies): the greedy generation's
-  `edit_ratio`, `rouge_l`, `bleu` and `embedding_cosine` to the reference.
+  `edit_ratio`, `rouge_l`, `bleu` and `embedding_cosine` to the reference — on the first
+  SIMILARITY_EXAMPLES references unless one of them is the primary metric
+  (`similarity_examples` says how many).
 
 Examples keep the snapshot's order (sft, kto, then dpo rows, each in stored order), so
 `per_example` of two models evaluated on the same split line up for the paired bootstrap.
@@ -14,6 +16,7 @@ Examples keep the snapshot's order (sft, kto, then dpo rows, each in stored orde
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +39,10 @@ from fineloop.tasks.generation.models import load_model, load_tokenizer, split_m
 
 MAX_TOKENS = 2048  # prompt + reply tokens scored per example (cut from the left past it)
 SAMPLES = 8  # greedy replies an evaluation keeps for people to read
+# References generated for the similarity metrics when none of them is the primary: greedy
+# generation is most of an evaluation's time (100 of 151 s for 26 SmolLM2 examples, twice),
+# and the gate does not read them then. All of them when one is the primary.
+SIMILARITY_EXAMPLES = 16
 SAMPLE_CHARS = 600  # of each prompt turn, reference and reply kept with them
 
 Messages = list[dict[str, str]]
@@ -54,20 +61,32 @@ class Examples:
 
 
 def read_examples(snapshot: Path, split: str) -> Examples:
+    """The split's rows; a reply that is both an sft row and a desirable kto row (a
+    thumbed-up reply is both) is one example, scored once."""
     found = Examples()
+    seen: set[str] = set()
+
+    def new(*parts: Messages) -> bool:
+        key = json.dumps(parts, sort_keys=True)
+        if key in seen:
+            return False
+        seen.add(key)
+        return True
+
     for method in ("sft", "kto", "dpo"):
         folder = Path(snapshot) / method
         if not folder.exists():
             continue
         rows = load_split(folder, split)
         if method == "dpo":
-            found.pairs += list(zip(rows["prompt"], rows["chosen"], rows["rejected"], strict=True))
+            pairs = zip(rows["prompt"], rows["chosen"], rows["rejected"], strict=True)
+            found.pairs += [pair for pair in pairs if new(*pair)]
             continue
         labels = rows["label"] if method == "kto" else [True] * len(rows)
         found.completions += [
             (prompt, reply)
             for prompt, reply, label in zip(rows["prompt"], rows["completion"], labels, strict=True)
-            if label
+            if label and new(prompt, reply)
         ]
     return found
 
@@ -99,9 +118,12 @@ def evaluate(
             field="primary",
         )
     replies: list[str] = []
-    per = per_example(model, examples, split, similarity=True, replies=replies)
+    most = None if chosen in SIMILARITIES else SIMILARITY_EXAMPLES
+    per = per_example(model, examples, split, similarity=True, replies=replies, references=most)
+    metrics = aggregate(per, examples)
+    metrics["similarity_examples"] = float(len(replies))
     return Evaluation(
-        metrics=aggregate(per, examples),
+        metrics=metrics,
         primary=chosen,
         per_example=per[chosen],
         higher_is_better=METRICS[chosen],
@@ -157,9 +179,11 @@ def per_example(
     *,
     similarity: bool,
     replies: list[str] | None = None,
+    references: int | None = None,
 ) -> dict[str, list[float]]:
     """Every metric per example, in the examples' order; the greedy replies (one per
-    reference) are appended to `replies` when given."""
+    reference) are appended to `replies` when given. `references`: the similarity metrics
+    on the first that many references only."""
     require_rows(examples, split)
     base, _ = split_model(model)
     tokenizer = load_tokenizer(base)
@@ -184,11 +208,11 @@ def per_example(
     if not similarity:
         return per
 
-    references = examples.references
-    texts = [reply[-1]["content"] for _, reply in references]
+    shown = examples.references[:references]
+    texts = [reply[-1]["content"] for _, reply in shown]
     prompts = [
         tokenizer(prompt_text(tokenizer, p), add_special_tokens=False)["input_ids"][-limit:]
-        for p, _ in references
+        for p, _ in shown
     ]
     generated = generate(lm, tokenizer, prompts, [budget(tokenizer, t) for t in texts], pad)
     if replies is not None:
