@@ -20,7 +20,7 @@ summed log-prob than the rejected one under the chat template (a tie counts one 
 intervals are 95% paired bootstraps over the held-out pairs. "shorter wins" is the
 accuracy of always preferring the shorter reply on the same pairs.
 
-    .venv/bin/python bench/dpo_quality.py --model PATH      # ~10 min on 2 cores
+    .venv/bin/python bench/dpo_quality.py --model PATH      # ~16 min on 2 shared cores
     .venv/bin/python bench/dpo_quality.py --model PATH --quick
 """
 

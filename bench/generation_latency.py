@@ -12,7 +12,7 @@ process, on the same model and settings; then two LoRA adapters alternating per 
    in this process) must stay 1; their latency is compared with the same requests all on v1.
    Over HTTP: `model="bench:v1"` / `"bench:v2"` alternating against all on v1.
 
-    .venv/bin/python bench/generation_latency.py --model PATH     # ~6 min on 2 cores
+    .venv/bin/python bench/generation_latency.py --model PATH     # ~9 min on 2 shared cores
     .venv/bin/python bench/generation_latency.py --model PATH --quick
 """
 

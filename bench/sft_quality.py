@@ -19,7 +19,7 @@ all-MiniLM-L6-v2 embeddings of the reply and the reference; intervals are 95% pa
 bootstraps over tasks. Replies are greedy, at most the reference's token count + 16 new
 tokens (capped at `--max-new-tokens`).
 
-    .venv/bin/python bench/sft_quality.py --model PATH        # ~10 min on 2 cores
+    .venv/bin/python bench/sft_quality.py --model PATH        # ~15 min on 2 shared cores
     .venv/bin/python bench/sft_quality.py --model PATH --quick
 """
 

@@ -13,7 +13,7 @@ alternate for `--rounds` rounds and medians are reported. Tokens/s = the train r
 tokens (chat template, cut at max_length) x epochs / the trainer's own `train_runtime`.
 The whole job's wall time is compared with the bare run's wall time (load, fit, save).
 
-    .venv/bin/python bench/sft_throughput.py --model PATH   # ~10 min on 2 cores
+    .venv/bin/python bench/sft_throughput.py --model PATH   # ~12 min on 2 shared cores
     .venv/bin/python bench/sft_throughput.py --model PATH --quick
 """
 
