@@ -124,7 +124,8 @@ class ServingPolicy(BaseModel):
         "and spacing gets its correction back; direct: so does a prompt whose cosine to a "
         "corrected one is at least reuse_min_similarity; few_shot: exact, else up to "
         "reuse_shots corrected prompts at least adaptation_min_similarity alike go before "
-        "the conversation as earlier turns. null: the family's default. Off while "
+        "the conversation as earlier turns. null: the family's default (generation: exact, "
+        "the only mode measured harmless). Off while "
         "online_adaptation is false.",
     )
     reuse_min_similarity: float = Field(

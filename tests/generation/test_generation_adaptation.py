@@ -221,3 +221,11 @@ def test_the_memory_keeps_the_newest_correction_per_prompt_within_its_bound(
     assert [c.feedback_id for c in view.corrections] == [ids[2], ids[3]]
     assert view.vectors is None  # no encoder: exact reuse only
     assert memory.refresh(store, None) == 0  # nothing past the watermark
+
+
+def test_the_default_is_exact_and_off_when_online_adaptation_is() -> None:
+    from fineloop.policies import ServingPolicy
+    from fineloop.tasks.generation.adapt import mode_of
+
+    assert mode_of(ServingPolicy()) == "exact"
+    assert mode_of(ServingPolicy(online_adaptation=False, reuse_corrections="few_shot")) == "off"

@@ -30,7 +30,7 @@ from fineloop.tasks.generation.predict_io import ChatMessage, GenerationInput, G
 from fineloop.tasks.generation.predict_stop import cut_at_stop
 from fineloop.tasks.generation.prompts import Message
 
-DEFAULT_MODE: ReuseMode = "direct"
+DEFAULT_MODE: ReuseMode = "exact"  # bench/generation_adaptation.py: the only mode with no harm
 Mode = Literal["exact", "direct", "few_shot"]
 
 
