@@ -18,6 +18,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from fineloop.api.deps import Ingest
+from fineloop.api.responses import BODY, BUSY, KEYED
 from fineloop.config import Settings
 from fineloop.data import ProjectData
 from fineloop.data.hashing import content_hash
@@ -145,7 +146,7 @@ class FakeTask:
         router = APIRouter(prefix=f"/v1/projects/{{project}}/{self.name}")
         task = self.name
 
-        @router.post("/score", dependencies=[Ingest])
+        @router.post("/score", dependencies=[Ingest], responses={**KEYED, **BODY, **BUSY})
         def score(project: str, body: ScoreRequest, request: Request) -> dict[str, Any]:
             started = time.perf_counter()
             hub = get_serving(request.app)
