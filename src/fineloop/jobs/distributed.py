@@ -250,6 +250,6 @@ class Relay:
         elif "log" in report:
             self.sink.log(report["log"])
         elif "error" in report:
-            self.error = report["error"]
+            self.error = self.error or report["error"]  # the first rank's reason
         elif "done" in report:
             self.done = report["done"]

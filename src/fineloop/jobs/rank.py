@@ -22,7 +22,8 @@ from fineloop.tasks.base import NullSink, ProgressSink
 
 
 class Channel:
-    """Rank 0's sink: one JSON line per report, appended and flushed at once. Cancelling is
+    """Rank 0's sink (and any rank's refusal): one JSON line per report, appended and
+    flushed at once. Cancelling is
     the job process's business (it stops all ranks together), so this never says cancelled."""
 
     def __init__(self, path: Path) -> None:
@@ -78,9 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         config = task.train_config(spec["config"])
         task.train(Path(spec["snapshot"]), spec["base_model"], config, Path(spec["out_dir"]), sink)
     except FineloopError as error:
-        if channel is not None:
-            failure = {"kind": type(error).__name__, "message": error.message}
-            channel.send(error=failure | {"field": error.field})
+        # Every rank reports its refusal (one appended line each): the rank that fails
+        # first may end the others before rank 0 gets to say why.
+        failure = {"kind": type(error).__name__, "message": error.message}
+        (channel or Channel(Path(spec["channel"]))).send(error=failure | {"field": error.field})
         return 1
     world = _world()
     if channel is not None:
