@@ -23,8 +23,8 @@ from fineloop.tasks.base import NullSink, ProgressSink
 
 class Channel:
     """Rank 0's sink (and any rank's refusal): one JSON line per report, appended and
-    flushed at once. Cancelling is
-    the job process's business (it stops all ranks together), so this never says cancelled."""
+    flushed at once. Cancelling is the job process's business (it stops all ranks
+    together), so this never says cancelled."""
 
     def __init__(self, path: Path) -> None:
         self.handle = path.open("a", encoding="utf-8")
