@@ -67,6 +67,33 @@ class BuiltSnapshot:
     config: dict[str, Any]
     feedback_watermark: int
 
+    @classmethod
+    def publish(
+        cls,
+        out_dir: Path,
+        *,
+        id: str,
+        project: str,
+        task: str,
+        config: dict[str, Any],
+        splits: dict[str, int],
+        stats: dict[str, Any],
+        feedback_watermark: int,
+        **extra: Any,
+    ) -> BuiltSnapshot:
+        """Write the snapshot's `snapshot.json` (the same keys for every family, plus the
+        family's `extra`) and describe it, once its data is on disk."""
+        from datetime import UTC, datetime
+
+        from fineloop import __version__
+        from fineloop.data.snapshot_io import write_meta
+
+        meta = {"id": id, "project": project, "task": task, "config": config, **extra}
+        meta |= {"splits": splits, "stats": stats, "feedback_watermark": feedback_watermark}
+        meta |= {"fineloop_version": __version__, "built_at": datetime.now(UTC).isoformat()}
+        write_meta(out_dir, meta)
+        return cls(id, out_dir, splits, stats, config, feedback_watermark)
+
 
 @dataclass(frozen=True)
 class Evaluation:

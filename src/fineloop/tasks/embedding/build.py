@@ -17,19 +17,17 @@ model would learn from gives a new one.
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from datasets import Value  # type: ignore[import-untyped]
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from fineloop import __version__
 from fineloop.artifacts import fetch
 from fineloop.config import Settings
 from fineloop.data.hashing import content_hash
 from fineloop.data.records import ProjectData
-from fineloop.data.snapshot_io import save_splits, save_table, write_meta
+from fineloop.data.snapshot_io import save_splits, save_table
 from fineloop.data.splits import SPLITS, QueryGroups, assign_splits
 from fineloop.errors import Invalid
 from fineloop.tasks.base import BuiltSnapshot
@@ -167,26 +165,14 @@ def build_snapshot(
         {"id": [i for i, _ in corpus], "text": [t for _, t in corpus]},
         {"id": Value("string"), "text": Value("string")},
     )
-    write_meta(
+    return BuiltSnapshot.publish(
         out_dir,
-        {
-            "id": snapshot_id,
-            "project": data.project.name,
-            "task": "embedding",
-            "config": full_config,
-            "splits": splits,
-            "stats": full_stats,
-            "feedback_watermark": found.watermark,
-            "fineloop_version": __version__,
-            "built_at": datetime.now(UTC).isoformat(),
-        },
-    )
-    return BuiltSnapshot(
         id=snapshot_id,
-        path=out_dir,
+        project=data.project.name,
+        task="embedding",
+        config=full_config,
         splits=splits,
         stats=full_stats,
-        config=full_config,
         feedback_watermark=found.watermark,
     )
 

@@ -17,15 +17,13 @@ config and seed, and every row with its split: the same feedback gives the same 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fineloop import __version__
 from fineloop.config import Settings
 from fineloop.data.hashing import content_hash
 from fineloop.data.records import ProjectData
-from fineloop.data.snapshot_io import save_splits, write_meta
+from fineloop.data.snapshot_io import save_splits
 from fineloop.data.splits import SPLITS, assign_splits
 from fineloop.errors import Invalid
 from fineloop.tasks.base import BuiltSnapshot
@@ -87,30 +85,18 @@ def build_snapshot(
         "records": len(data.feedback),
         "prompt_groups": {n: sum(1 for s in split_of.values() if s == n) for n in SPLITS},
     }
-    write_meta(
+    return BuiltSnapshot.publish(
         out_dir,
-        {
-            "id": snapshot_id,
-            "project": data.project.name,
-            "task": "generation",
-            "config": hashed_config,
-            "counts": counts,
-            "methods": methods,
-            "primary_metric": config.primary_metric,
-            "splits": splits,
-            "stats": stats,
-            "feedback_watermark": data.watermark,
-            "fineloop_version": __version__,
-            "built_at": datetime.now(UTC).isoformat(),
-        },
-    )
-    return BuiltSnapshot(
         id=snapshot_id,
-        path=out_dir,
+        project=data.project.name,
+        task="generation",
+        config=hashed_config,
         splits=splits,
         stats=stats,
-        config=hashed_config,
         feedback_watermark=data.watermark,
+        counts=counts,
+        methods=methods,
+        primary_metric=config.primary_metric,
     )
 
 
