@@ -1,5 +1,5 @@
-"""`fineloop serve` for the examples: a free port, a fresh store in a temporary folder,
-gone when the example ends."""
+"""What the examples share: `fineloop serve` on a free port with a fresh store in a
+temporary folder (gone when the example ends), and a project name not taken yet."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -56,3 +57,13 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def free_name(client: Any, wanted: str) -> str:
+    """`wanted`, or `wanted-2`, `wanted-3`, ... whichever no project has yet."""
+    taken = {project["name"] for project in client.list_projects()}
+    name, n = wanted, 1
+    while name in taken:
+        n += 1
+        name = f"{wanted}-{n}"
+    return name

@@ -35,7 +35,7 @@ from rapidfuzz import fuzz
 from fineloop import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from local_server import local_server
+from local_server import free_name, local_server
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "self-instruct"
 TRIGGER = {"feedback_count": 50, "debounce_seconds": 5}
@@ -181,15 +181,6 @@ def compare(
     say(f"                                      {after[0][0]} {sum(new) / len(new):.1f}")
     say(f"example: {tasks[0]['prompt'][:80]!r}\n  before: {before[0][1][:160]!r}")
     say(f"  after:  {after[0][1][:160]!r}")
-
-
-def free_name(client: Client, wanted: str) -> str:
-    taken = {project["name"] for project in client.list_projects()}
-    name, n = wanted, 1
-    while name in taken:
-        n += 1
-        name = f"{wanted}-{n}"
-    return name
 
 
 START = time.monotonic()

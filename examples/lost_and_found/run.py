@@ -20,11 +20,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from fineloop import Client
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from local_server import free_name
 
 DATA = Path(__file__).with_name("data.json")
 K = 5
@@ -75,15 +79,6 @@ def main() -> None:
         wait_until_served(client, project, version, holdout[0][0])
         for move in client.alias_history(project, "champion"):
             print(f"  champion -> {move['version']}: {move['reason']}")
-
-
-def free_name(client: Client, wanted: str) -> str:
-    taken = {project["name"] for project in client.list_projects()}
-    name, n = wanted, 1
-    while name in taken:
-        n += 1
-        name = f"{wanted}-{n}"
-    return name
 
 
 def as_item(item: dict[str, Any]) -> dict[str, Any]:

@@ -20,11 +20,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from fineloop import Client
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from local_server import free_name
 
 DATA = Path(__file__).with_name("data.json")
 TRAINING = {"epochs": 8, "batch_size": 16, "learning_rate": 5e-5}  # a few dozen examples
@@ -90,15 +94,6 @@ def main() -> None:
         client.update_project(project, serving_policy={"online_adaptation": True})
         both = {c: ask(client, project, q, right[c], version=version) for c, q in unseen.items()}
         summary(unseen, before, adapted, alone["v0"], alone[version], both, version)
-
-
-def free_name(client: Client, wanted: str) -> str:
-    taken = {project["name"] for project in client.list_projects()}
-    name, n = wanted, 1
-    while name in taken:
-        n += 1
-        name = f"{wanted}-{n}"
-    return name
 
 
 def respond(client: Client, project: str, answer: dict[str, Any], right: set[str]) -> None:

@@ -43,7 +43,7 @@ import httpx
 from fineloop import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from local_server import free_port, local_server
+from local_server import free_name, free_port, local_server
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "banking77"
 K = 10
@@ -331,15 +331,6 @@ def webhook_receiver() -> Iterator[str]:
         yield url
     finally:
         server.shutdown()
-
-
-def free_name(client: Client, wanted: str) -> str:
-    taken = {project["name"] for project in client.list_projects()}
-    name, n = wanted, 1
-    while name in taken:
-        n += 1
-        name = f"{wanted}-{n}"
-    return name
 
 
 if __name__ == "__main__":
