@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, select
 from sqlalchemy.orm import aliased
 
+from fineloop.serving.watermark import FeedbackWatermark
 from fineloop.store import Store
 from fineloop.store.schema import Feedback, Interaction
 from fineloop.tasks.generation.prompts import Message, output_text, prompt_key, prompt_messages
@@ -35,7 +36,6 @@ log = logging.getLogger("fineloop.serving")
 
 MAX_CORRECTIONS = 5_000
 MAX_TEXT_CHARS = 20_000  # a longer correction is no answer to return or show as an example
-LOOKBACK = 500  # PostgreSQL may commit ids out of order: re-read this many below the mark
 _PAGE = 2_000
 RETRACTING = ("exact", "direct")
 
@@ -84,7 +84,7 @@ class CorrectionMemory:
     def __init__(self, project_id: int, max_corrections: int = MAX_CORRECTIONS) -> None:
         self.project_id = project_id
         self.max_corrections = max_corrections
-        self.watermark = 0
+        self._watermark = FeedbackWatermark()
         self.view = View()
         self._entries: dict[str, Correction] = {}
         self._vectors: dict[int, np.ndarray] = {}  # feedback id -> embedding
@@ -92,20 +92,12 @@ class CorrectionMemory:
 
     def refresh(self, store: Store, encoder: Encoder | None) -> int:
         """Read feedback past the watermark, embed new corrections, publish a new view;
-        returns how many feedback rows were read."""
-        with store.read() as session:
-            top = session.scalar(select(func.max(Feedback.id))) or 0
-            lookback = 0 if session.get_bind().dialect.name == "sqlite" else LOOKBACK
-        after, read = max(0, self.watermark - lookback), 0
-        while top > after:
-            page = self._page(store, after, top)
-            if not page:
-                break
-            after = page[-1].id
-            read += len(page)
-            for row in page:
+        returns how many feedback rows were new."""
+        read = 0
+        for rows in self._watermark.pages(store, self._page):
+            read += len(rows)
+            for row in rows:
                 self._apply(row)
-        self.watermark = max(self.watermark, top)
         self._bound()
         self.embed(encoder)
         return read
@@ -192,3 +184,7 @@ class CorrectionMemory:
                 vectors = np.stack([self._vectors[c.feedback_id] for c in corrections])
         by_key = {c.key: row for row, c in enumerate(corrections)}
         self.view = View(corrections, vectors, by_key)
+
+    @property
+    def watermark(self) -> int:
+        return self._watermark.mark

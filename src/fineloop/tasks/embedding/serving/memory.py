@@ -34,9 +34,10 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, select
 from sqlalchemy.orm import aliased
 
+from fineloop.serving.watermark import FeedbackWatermark
 from fineloop.store import Store
 from fineloop.store.interactions import shown_item_ids
 from fineloop.store.schema import Feedback, Interaction
@@ -45,7 +46,6 @@ from fineloop.tasks.embedding.serving.catalog import Encoder
 SOFT = 0.75
 Arm = tuple[int, str]
 RECHECK_SECONDS = 2.0
-LOOKBACK = 500
 _PAGE = 5_000
 
 
@@ -95,8 +95,7 @@ class FeedbackMemory:
     def __init__(self, project_id: int, encoder: Encoder) -> None:
         self.project_id = project_id
         self.encoder = encoder
-        self.watermark = 0
-        self._seen: set[int] = set()
+        self._watermark = FeedbackWatermark()
         self.entries: list[Judged] = []
         self._position: dict[str, int] = {}
         self._matrix = np.zeros((0, encoder.dimension), dtype=np.float32)
@@ -118,27 +117,15 @@ class FeedbackMemory:
         the last `LOOKBACK` ids below the watermark are read again (skipping those seen)."""
         self.dirty = False
         self.checked_at = time.monotonic()
-        with store.read() as session:
-            top = session.scalar(select(func.max(Feedback.id))) or 0
-            lookback = 0 if session.get_bind().dialect.name == "sqlite" else LOOKBACK
-        after, total = max(0, self.watermark - lookback), 0
-        while top > after:
-            page = self._page(store, after, top)
-            if not page:
-                break
-            after = page[-1].id
-            rows = [row for row in page if row.id not in self._seen]
+        total = 0
+        for rows in self._watermark.pages(store, self._page):
             total += len(rows)
             fresh: dict[str, Judged] = {}
             for row in rows:
                 judged = self._apply(row, fresh)
                 if judged is not None and judged.key not in self._position:
                     fresh[judged.key] = judged
-                if lookback:
-                    self._seen.add(row.id)
             self._append(list(fresh.values()), cached)
-        self.watermark = max(self.watermark, top)
-        self._seen = {i for i in self._seen if i > self.watermark - lookback}
         return total
 
     def neighbours(
