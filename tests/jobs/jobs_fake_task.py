@@ -28,7 +28,7 @@ from fineloop.serving import get_serving
 from fineloop.serving.family import PredictorServing
 from fineloop.serving.interactions import log_interaction
 from fineloop.serving.state import ServingState
-from fineloop.tasks.base import BuiltSnapshot, Evaluation, ProgressSink
+from fineloop.tasks.base import BuiltSnapshot, Evaluation, ProgressSink, TaskDefaults
 
 MIN_EXAMPLES = 6
 
@@ -56,7 +56,7 @@ def _offset(query: str) -> float:
     return (int(hashlib.sha256(query.encode()).hexdigest()[:4], 16) % 100) / 1000 - 0.05
 
 
-class FakeTask:
+class FakeTask(TaskDefaults):
     name = "fake"
     primary_metric = "score"
     greater_is_better = True

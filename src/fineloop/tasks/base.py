@@ -8,6 +8,7 @@ family never adds a branch there: a new family is one package plus one entry poi
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -20,8 +21,16 @@ from fineloop.data.records import ProjectData
 if TYPE_CHECKING:
     from fastapi import APIRouter
 
+    from fineloop.feedback.events import EventEnvelope
+    from fineloop.schemas import InteractionCreate
     from fineloop.serving.family import TaskServing
     from fineloop.serving.state import ServingState
+    from fineloop.web.families import Panels
+
+# An import format a family reads: file bytes → the interactions and feedback it holds.
+Converter = Callable[[bytes], "tuple[list[InteractionCreate], list[EventEnvelope]]"]
+# What a feedback event was about, when it names an interaction: its input and output.
+Shown = tuple[Any, Any]
 
 
 class JobCancelled(Exception):
@@ -130,7 +139,8 @@ class Predictor(Protocol):
 class Task(Protocol):
     """A task family. Every member is required: a family without a search space returns
     {} (HPO then asks the user for one), one that cannot count its examples cheaply makes
-    `check_trainable` a no-op, one that adds no API routes returns None from `routes`."""
+    `check_trainable` a no-op, one that adds no API routes returns None from `routes`.
+    `TaskDefaults` supplies the "adds nothing" answer for the optional capabilities."""
 
     name: str
     primary_metric: str
@@ -195,3 +205,55 @@ class Task(Protocol):
         serve through `fineloop.serving`: `rollouts.routing.route` picks the version and
         `serving.interactions.log_interaction` logs what was shown."""
         ...
+
+    def options(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """The project's `task_options` validated, defaults filled in (NER: its entity
+        types); raise `Invalid` naming the field. Projects store what this returns."""
+        ...
+
+    def check_feedback(
+        self, options: Mapping[str, Any], event: EventEnvelope, shown: Shown | None
+    ) -> list[tuple[str, str]]:
+        """What is wrong with one feedback event before it is stored, as (field, message)
+        pairs (a span type the project does not declare, an edit of a span never shown).
+        `shown` is the (input, output) of the interaction the event names, if any."""
+        ...
+
+    def converters(self) -> Mapping[str, Converter]:
+        """Import formats this family reads (`fineloop data import --format <name>`), each
+        turning a file into interactions and feedback."""
+        ...
+
+    def panels(self) -> Panels | None:
+        """What this family adds to the dashboard's project and job pages."""
+        ...
+
+    def commands(self) -> Mapping[str, Callable[..., Any]]:
+        """Typer commands this family adds to the `fineloop` CLI (generation: `generate`)."""
+        ...
+
+
+class TaskDefaults:
+    """The optional capabilities of `Task`, answered "none": a family inherits this and
+    overrides what it has."""
+
+    def options(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        from fineloop.errors import Invalid
+
+        if raw:
+            raise Invalid("this task takes no task_options", field="task_options")
+        return {}
+
+    def check_feedback(
+        self, options: Mapping[str, Any], event: EventEnvelope, shown: Shown | None
+    ) -> list[tuple[str, str]]:
+        return []
+
+    def converters(self) -> Mapping[str, Converter]:
+        return {}
+
+    def panels(self) -> Panels | None:
+        return None
+
+    def commands(self) -> Mapping[str, Callable[..., Any]]:
+        return {}

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from fineloop.config import Settings
 from fineloop.data.records import ProjectData
-from fineloop.tasks.base import BuiltSnapshot, Evaluation, ProgressSink
+from fineloop.tasks.base import BuiltSnapshot, Evaluation, ProgressSink, TaskDefaults
 from fineloop.tasks.embedding.config import EmbeddingTrainConfig, packaged_minilm_path
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["EmbeddingTask", "EmbeddingTrainConfig", "packaged_minilm_path"]
 
 
-class EmbeddingTask:
+class EmbeddingTask(TaskDefaults):
     """build → train → evaluate → load for retrieval and selection over a catalog."""
 
     name = "embedding"

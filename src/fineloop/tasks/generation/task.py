@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from fineloop.config import Settings, get_settings
 from fineloop.data.records import ProjectData
-from fineloop.tasks.base import BuiltSnapshot, Evaluation, ProgressSink
+from fineloop.tasks.base import BuiltSnapshot, Evaluation, ProgressSink, TaskDefaults
 from fineloop.tasks.generation.config import GenerationTrainConfig
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 TASK = "generation"
 
 
-class GenerationTask:
+class GenerationTask(TaskDefaults):
     """build → train → evaluate → load for chat and completion models."""
 
     name = TASK

@@ -1,0 +1,142 @@
+"""`NerTask`: the only thing the loop sees of the NER family.
+
+Each step imports its module (and with it torch and transformers) only when called, so
+finding the task through its entry point stays cheap. The default base is the BERT inside
+the packaged all-MiniLM-L6-v2 folder, given a fresh token-classification head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from fineloop.config import Settings
+from fineloop.data.records import ProjectData
+from fineloop.tasks.base import (
+    BuiltSnapshot,
+    Converter,
+    Evaluation,
+    ProgressSink,
+    Shown,
+    TaskDefaults,
+)
+from fineloop.tasks.ner.options import parse_options
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter
+
+    from fineloop.feedback.events import EventEnvelope
+    from fineloop.serving.family import TaskServing
+    from fineloop.serving.state import ServingState
+    from fineloop.tasks.ner.config import NerTrainConfig
+    from fineloop.tasks.ner.predict import NerPredictor
+    from fineloop.web.families import Panels
+
+TASK = "ner"
+
+
+class NerTask(TaskDefaults):
+    """build → train → evaluate → load for entity extraction."""
+
+    name = TASK
+    primary_metric = "f1"  # entity-level micro F1 (seqeval)
+    greater_is_better = True
+
+    def default_base_model(self) -> str:
+        from fineloop.tasks.embedding.config import packaged_minilm_path
+
+        return packaged_minilm_path()
+
+    def options(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        return parse_options(raw).model_dump()
+
+    def check_feedback(
+        self, options: Mapping[str, Any], event: EventEnvelope, shown: Shown | None
+    ) -> list[tuple[str, str]]:
+        from fineloop.tasks.ner.feedback import check_event
+
+        return check_event(parse_options(options), event, shown)
+
+    def train_config(self, overrides: dict[str, Any]) -> NerTrainConfig:
+        from fineloop.tasks.ner.config import NerTrainConfig
+
+        return NerTrainConfig.parse(overrides)
+
+    def search_space(self) -> dict[str, dict[str, Any]]:
+        """What a hyperparameter search tunes unless told otherwise, judged by entity F1
+        on the validation split."""
+        return {
+            "learning_rate": {"type": "float", "low": 1e-5, "high": 2e-4, "log": True},
+            "epochs": {"type": "int", "low": 2, "high": 10},
+            "batch_size": {"type": "categorical", "choices": [8, 16, 32]},
+            "class_weight_power": {"type": "float", "low": 0.0, "high": 1.0},
+        }
+
+    def check_trainable(self, data: ProjectData) -> None:
+        from fineloop.tasks.ner.build import require_examples
+
+        require_examples(data)
+
+    def build(
+        self,
+        data: ProjectData,
+        settings: Settings,
+        out_dir: Path,
+        *,
+        seed: int,
+        model_path: str | None = None,
+        **options: Any,
+    ) -> BuiltSnapshot:
+        from fineloop.tasks.ner.build import build_snapshot
+
+        return build_snapshot(data, settings, out_dir, seed=seed, **options)
+
+    def train(
+        self,
+        snapshot: Path,
+        base_model: str,
+        config: BaseModel,
+        out_dir: Path,
+        sink: ProgressSink,
+    ) -> Path:
+        from fineloop.tasks.ner.train import train
+
+        return train(snapshot, base_model, config, out_dir, sink)
+
+    def evaluate(self, model: str, snapshot: Path, split: str = "test") -> Evaluation:
+        from fineloop.tasks.ner.evaluate import evaluate
+
+        return evaluate(model, snapshot, split)
+
+    def load(self, model: str) -> NerPredictor:
+        from fineloop.tasks.ner.predict import NerPredictor
+
+        return NerPredictor(model)
+
+    def serving(self, hub: ServingState) -> TaskServing[Any]:
+        from fineloop.tasks.ner.serving import NerServing
+
+        return NerServing(hub)
+
+    def routes(self) -> APIRouter:
+        from fineloop.tasks.ner.routes import router
+
+        return router
+
+    def converters(self) -> Mapping[str, Converter]:
+        from fineloop.tasks.ner.imports import CONVERTERS
+
+        return CONVERTERS
+
+    def panels(self) -> Panels | None:
+        from fineloop.tasks.ner.web import PANELS
+
+        return PANELS
+
+    def commands(self) -> Mapping[str, Callable[..., Any]]:
+        from fineloop.tasks.ner.cli import extract
+
+        return {"extract": extract}
