@@ -7,7 +7,7 @@ so a typo is an error, not a silently ignored field.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, JsonValue
 
@@ -55,6 +55,11 @@ class ProjectCreate(Strict):
     reward_policy: RewardPolicy = Field(default_factory=RewardPolicy)
     training_policy: TrainingPolicy = Field(default_factory=TrainingPolicy)
     serving_policy: ServingPolicy = Field(default_factory=ServingPolicy)
+    task_options: JsonObject = Field(
+        default_factory=dict,
+        description="What the task needs to know about the project (ner: "
+        '{"entity_types": ["EQUIPMENT", ...]}); the task validates it.',
+    )
 
 
 class ProjectUpdate(Strict):
@@ -65,6 +70,9 @@ class ProjectUpdate(Strict):
     )
     training_policy: TrainingPolicy | None = None
     serving_policy: ServingPolicy | None = None
+    task_options: JsonObject | None = Field(
+        default=None, description="Replaces the task options; the task validates them."
+    )
 
 
 class ProjectPublic(BaseModel):
@@ -75,6 +83,7 @@ class ProjectPublic(BaseModel):
     reward_policy: RewardPolicy
     training_policy: TrainingPolicy
     serving_policy: ServingPolicy
+    task_options: dict[str, Any]
     created_at: datetime
     updated_at: datetime
 

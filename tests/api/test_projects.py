@@ -168,3 +168,32 @@ def test_a_task_family_that_is_not_installed_is_a_422_naming_the_installed_ones(
     assert "embedding" in message and "generation" in message
     assert "fake" in message  # the test plugins count too
     assert client.get("/v1/projects").json() == []
+
+
+def test_task_options_are_validated_by_the_task_and_stored(client: TestClient) -> None:
+    missing = client.post("/v1/projects", json={"name": "n0", "task": "ner"})
+    assert missing.status_code == 422, missing.text
+    assert missing.json()["field"] == "task_options.entity_types"
+    duplicated = {"entity_types": ["EQUIPMENT", "equipment"]}
+    answer = client.post(
+        "/v1/projects", json={"name": "n1", "task": "ner", "task_options": duplicated}
+    )
+    assert answer.status_code == 422 and "unique" in answer.json()["message"], answer.text
+    options = {"entity_types": ["EQUIPMENT", "MEASURE"]}
+    created = client.post(
+        "/v1/projects", json={"name": "n2", "task": "ner", "task_options": options}
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["task_options"] == options | {"labelling": "first"}
+    changed = client.patch(
+        "/v1/projects/n2", json={"task_options": {"entity_types": ["EQUIPMENT", "STANDARD"]}}
+    )
+    assert changed.status_code == 200, changed.text
+    assert client.get("/v1/projects/n2").json()["task_options"]["entity_types"] == [
+        "EQUIPMENT",
+        "STANDARD",
+    ]
+    refused = client.post(
+        "/v1/projects", json={"name": "e1", "task": "embedding", "task_options": {"x": 1}}
+    )
+    assert refused.status_code == 422 and refused.json()["field"] == "task_options"

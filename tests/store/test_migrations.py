@@ -26,7 +26,7 @@ from fineloop.store import Store, migrate
 from fineloop.store.schema import Base
 
 TABLES = set(Base.metadata.tables)
-HEAD = "0004"
+HEAD = "0005"
 
 
 @pytest.fixture

@@ -342,7 +342,10 @@ def test_unreadable_parquet_is_a_422(client: TestClient, project: str) -> None:
 def test_unknown_format_and_project(client: TestClient, project: str) -> None:
     response = _import(client, project, "items", "xml", b"<items/>")
     assert response.status_code == 422
-    assert response.json()["errors"][0]["field"] == "format"
+    assert response.json()["field"] == "format"
+    assert "jsonl, csv, parquet" in response.json()["message"]
+    response = _import(client, project, "items", "x" * 40, b"<items/>")  # not a format name
+    assert response.status_code == 422, response.text
     response = client.get("/v1/projects/nope/export/items", params={"format": "csv"})
     assert response.status_code == 404
 

@@ -46,7 +46,8 @@ def _read(
 ) -> ProjectData:
     policy = policy_of(project)
     train = dict(training_policy_of(project).train)
-    info = ProjectInfo(project.name, project.task, project.base_model, policy, train)
+    options = dict(project.task_options or {})
+    info = ProjectInfo(project.name, project.task, project.base_model, policy, train, options)
     items = _catalog(session, project.id) if catalog else ()
     watermark = session.scalar(
         select(func.max(Feedback.id)).where(Feedback.project_id == project.id)

@@ -21,6 +21,8 @@ class ProjectInfo:
     # The project's training overrides (training_policy.train), so a builder can honour
     # the ones that shape data, such as the primary metric its snapshot is judged by.
     train: Mapping[str, Any] = field(default_factory=dict)
+    # The project's task options as its task validated them (NER: entity types).
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

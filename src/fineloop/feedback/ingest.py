@@ -17,7 +17,9 @@ from sqlalchemy.orm import Session
 
 from fineloop.errors import BatchRejected, RowError
 from fineloop.feedback.events import (
+    CorrectionEvent,
     EventEnvelope,
+    LabelEvent,
     PreferenceEvent,
     RatingEvent,
     SelectionEvent,
@@ -26,11 +28,12 @@ from fineloop.feedback.events import (
 from fineloop.feedback.rewards import RewardPolicy, stored_reward
 from fineloop.store.interactions import (
     existing_interaction_ids,
-    existing_interactions,
+    shown_interactions,
     shown_item_ids,
 )
 from fineloop.store.projects import policy_of
 from fineloop.store.schema import Feedback, Project, table
+from fineloop.tasks import get_task
 
 CLOCK_SKEW = timedelta(minutes=5)
 _IN_CHUNK = 500
@@ -49,13 +52,17 @@ def ingest(session: Session, project: Project, events: Sequence[EventEnvelope]) 
     policy = policy_of(project)
     known = _known_keys(session, project.id, events)
     referenced = existing_interaction_ids(session, project.id, _referenced_interactions(events))
-    # Only selections look inside what was shown; skip decoding every other output.
-    selections: set[str] = {
+    task = get_task(project.task)
+    # Selections, labels and corrections are checked against what was shown; skip decoding
+    # every other interaction.
+    looked_at: set[str] = {
         e.interaction_id
         for e in events
-        if isinstance(e, SelectionEvent) and e.interaction_id is not None
+        if isinstance(e, SelectionEvent | LabelEvent | CorrectionEvent)
+        and e.interaction_id is not None
     }
-    outputs = existing_interactions(session, project.id, selections & referenced)
+    shown = shown_interactions(session, project.id, looked_at & referenced)
+    outputs = {interaction_id: output for interaction_id, (_, output) in shown.items()}
     errors: list[RowError] = []
     rows: list[dict[str, Any]] = []
     row_of_event: list[int | str] = []  # index into `rows`, or an idempotency key seen before
@@ -66,6 +73,9 @@ def ingest(session: Session, project: Project, events: Sequence[EventEnvelope]) 
             row_of_event.append(key if key in known else first_row_of_key[key])
             continue
         problems = _check(event, policy, referenced, outputs, now)
+        if not problems:
+            anchor = shown.get(event.interaction_id) if event.interaction_id else None
+            problems = task.check_feedback(project.task_options or {}, event, anchor)
         if problems:
             errors += [RowError(index, field, message) for field, message in problems]
             row_of_event.append(-1)

@@ -81,6 +81,23 @@ def existing_interactions(session: Session, project_id: int, ids: Iterable[str])
     return found
 
 
+def shown_interactions(
+    session: Session, project_id: int, ids: Iterable[str]
+) -> dict[str, tuple[Any, Any]]:
+    """Map of id -> (input, output) for those of `ids` that exist in the project."""
+    wanted = list(dict.fromkeys(ids))
+    found: dict[str, tuple[Any, Any]] = {}
+    for start in range(0, len(wanted), _IN_CHUNK):
+        chunk = wanted[start : start + _IN_CHUNK]
+        rows = session.execute(
+            select(Interaction.id, Interaction.input, Interaction.output).where(
+                Interaction.project_id == project_id, Interaction.id.in_(chunk)
+            )
+        )
+        found.update({row.id: (row.input, row.output) for row in rows})
+    return found
+
+
 def get_interaction(session: Session, project_id: int, interaction_id: str) -> Interaction:
     found = session.scalar(
         select(Interaction).where(

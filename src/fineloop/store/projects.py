@@ -13,6 +13,7 @@ from fineloop.feedback.rewards import RewardPolicy, stored_reward
 from fineloop.policies import ServingPolicy, TrainingPolicy
 from fineloop.schemas import ProjectCreate, ProjectPublic, ProjectUpdate
 from fineloop.store.schema import Feedback, Project, table
+from fineloop.tasks import get_task
 from fineloop.validation import read_stored
 
 
@@ -26,6 +27,7 @@ def create_project(session: Session, spec: ProjectCreate) -> Project:
         reward_policy=spec.reward_policy.model_dump(mode="json"),
         training_policy=spec.training_policy.model_dump(mode="json"),
         serving_policy=spec.serving_policy.model_dump(mode="json"),
+        task_options=get_task(spec.task).options(spec.task_options),
         created_at=now,
         updated_at=now,
     )
@@ -74,6 +76,8 @@ def update_project(session: Session, name: str, change: ProjectUpdate) -> Projec
         project.training_policy = change.training_policy.model_dump(mode="json")
     if change.serving_policy is not None:
         project.serving_policy = change.serving_policy.model_dump(mode="json")
+    if change.task_options is not None:
+        project.task_options = get_task(project.task).options(change.task_options)
     if change.reward_policy is not None:
         project.reward_policy = change.reward_policy.model_dump(mode="json")
         recompute_rewards(session, project)
@@ -116,6 +120,7 @@ def project_public(project: Project) -> ProjectPublic:
         reward_policy=policy_of(project),
         training_policy=training_policy_of(project),
         serving_policy=serving_policy_of(project),
+        task_options=dict(project.task_options or {}),
         created_at=project.created_at,
         updated_at=project.updated_at,
     )

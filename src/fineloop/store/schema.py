@@ -77,6 +77,9 @@ class Project(Base):
     reward_policy: Mapped[dict[str, Any]] = mapped_column(JSON)
     training_policy: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     serving_policy: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # What the task family needs to know about this project (NER: its entity types),
+    # validated by the task's `options`.
+    task_options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 

@@ -21,9 +21,16 @@ def available() -> dict[str, str]:
 
 
 def get_task(name: str) -> Task:
-    found = [ep for ep in entry_points(group=GROUP) if ep.name == name]
-    if not found:
+    """The installed task family `name` (one instance per process: tasks hold no state)."""
+    target = available().get(name)
+    if target is None:
         known = ", ".join(sorted(available())) or "none"
         raise Invalid(f"no task {name!r} is installed (available: {known})", field="task")
+    return _load(name, target)
+
+
+@cache
+def _load(name: str, target: str) -> Task:
+    found = [ep for ep in entry_points(group=GROUP, name=name) if ep.value == target]
     task: Task = found[0].load()()
     return task

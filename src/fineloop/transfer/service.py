@@ -17,8 +17,9 @@ from fineloop.store.interactions import existing_interactions, log_interactions
 from fineloop.store.items import existing_item_ids, upsert_items
 from fineloop.store.projects import get_project, policy_of
 from fineloop.store.schema import Project
+from fineloop.tasks import get_task
 from fineloop.transfer import chat, oasst
-from fineloop.transfer.formats import read_rows, write_rows
+from fineloop.transfer.formats import FORMATS, read_rows, write_rows
 from fineloop.transfer.records import LAYOUTS, RESOURCES, export_rows, parse
 
 Progress = Callable[[int, int], None]
@@ -42,15 +43,22 @@ def import_file(
 
     `fmt="oasst"` reads an Open-Assistant tree file and `fmt="chat"` a chat JSONL file
     (prompt/completion, messages, preference pairs), and imports their interactions and
-    feedback together (see `fineloop.transfer.oasst` and `fineloop.transfer.chat`)."""
-    if fmt in CONVERTERS:
-        interactions, events = CONVERTERS[fmt](data)
+    feedback together (see `fineloop.transfer.oasst` and `fineloop.transfer.chat`); so do
+    the formats the project's task family adds (`Task.converters`)."""
+    with store.read() as session:
+        task = get_project(session, project).task
+    converters = {**CONVERTERS, **get_task(task).converters()}
+    if fmt in converters:
+        interactions, events = converters[fmt](data)
         with store.write() as session:
             found = get_project(session, project)
             return [
                 _store(session, found, "interactions", interactions, progress),
                 _store(session, found, "feedback", events, progress),
             ]
+    if fmt not in FORMATS:
+        known = ", ".join([*FORMATS, *sorted(converters)])
+        raise Invalid(f"unknown format {fmt!r}; use one of {known}", field="format")
     if resource not in RESOURCES:
         raise Invalid(f"unknown resource {resource!r}; use one of {', '.join(RESOURCES)}")
     parsed: list[Any] = []

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
+from pydantic import StringConstraints
 from starlette.concurrency import run_in_threadpool
 
 from fineloop.api.deps import Admin, StoreDep
@@ -24,7 +25,8 @@ router = APIRouter(
 )
 
 ResourceName = Literal["items", "interactions", "feedback"]
-ImportFormat = Literal["jsonl", "csv", "parquet", "oasst", "chat"]
+# jsonl, csv, parquet, oasst, chat, or one the project's task family reads (ner: conll).
+ImportFormat = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]
 ExportFormat = Literal["jsonl", "csv", "parquet"]
 _MEDIA = {"jsonl": "application/x-ndjson", "csv": "text/csv", "parquet": "application/octet-stream"}
 # The file is the raw body, so FastAPI cannot document it: say so in OpenAPI ourselves.
@@ -56,7 +58,8 @@ async def import_rows(
     """Send the file as the raw request body. All rows are stored, or none (422 with the
     line numbers of the bad rows). `format=oasst` takes an Open-Assistant tree file and
     `format=chat` a chat JSONL file (prompt/completion, messages or chosen/rejected lines);
-    both import interactions and feedback together."""
+    both import interactions and feedback together, as do the formats a task family adds
+    (ner: `conll`, `spans-jsonl`)."""
     data = await request.body()
     reports = await run_in_threadpool(import_file, store, project, resource, data, format)
     if resource == "items":

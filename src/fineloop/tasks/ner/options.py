@@ -64,4 +64,5 @@ def parse_options(raw: Mapping[str, Any]) -> NerOptions:
     except ValidationError as error:
         first = error.errors()[0]
         where = field_path(first["loc"], first["type"])
-        raise Invalid(first["msg"], field=f"task_options.{where}" if where else "task_options")
+        field = f"task_options.{where}" if where else "task_options"
+        raise Invalid(first["msg"], field=field) from None

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError, model_validator
@@ -158,7 +159,7 @@ def check_spans(
         elif text is not None and not text[span.start : span.end].strip():
             problems.append((where, "the span covers only whitespace"))
     ordered = sorted(spans)
-    for before, after in zip(ordered, ordered[1:], strict=False):
+    for before, after in pairwise(ordered):
         if after.start < before.end:
             problems.append(
                 (
@@ -213,4 +214,3 @@ def corrected_spans(shown_output: Any, output: Any) -> list[Span]:
     if isinstance(parsed, list):
         raise ValueError("; ".join(f"{f}: {m}" for f, m in parsed))
     return resolve(spans_of(shown_output), parsed)
-
