@@ -140,7 +140,8 @@ class LabelEvent(EventEnvelope):
 
     @model_validator(mode="after")
     def _something(self) -> LabelEvent:
-        if self.label is None and not self.spans and not self.items:
+        # `spans=[]` is an answer (NER: the text has no entity), so only None is missing.
+        if self.label is None and self.spans is None and not self.items:
             raise ValueError("a label needs one of label, spans or items")
         return self
 
