@@ -13,13 +13,21 @@ from typing import Any
 
 import pytest
 from datasets import load_from_disk
+from pydantic import TypeAdapter
 
 from fineloop.config import Settings
+from fineloop.data import read_project
 from fineloop.data.records import FeedbackRecord, ProjectData, ProjectInfo, ShownInteraction
 from fineloop.errors import Invalid
+from fineloop.feedback.events import EventEnvelope, FeedbackEvent
 from fineloop.feedback.rewards import RewardPolicy
+from fineloop.operations import store_feedback, store_interactions
+from fineloop.schemas import InteractionCreate, ProjectCreate
+from fineloop.store import Store
+from fineloop.store.projects import create_project
 from fineloop.tasks.ner.build import build_snapshot, require_examples
 
+EVENT = TypeAdapter[EventEnvelope](FeedbackEvent)
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 TYPES = ["EQUIPMENT", "MEASURE"]
 
@@ -233,3 +241,28 @@ def test_bad_build_options_are_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(Invalid) as error:
         build_snapshot(Project().data(), Settings(), tmp_path, seed=0, test_fraction=1.5)
     assert error.value.field == "test_fraction"
+
+
+def test_feedback_stored_through_ingest_builds_the_same_rows(store: Store, tmp_path: Path) -> None:
+    with store.write() as session:
+        options = {"entity_types": TYPES}
+        create_project(session, ProjectCreate(name="plant", task="ner", task_options=options))
+    text = "pump 3 runs at 40 bar"
+    shown = {"spans": [span(0, 4, "EQUIPMENT"), span(15, 21, "MEASURE")]}
+    store_interactions(
+        store, "plant", [InteractionCreate(id="i1", input={"text": text}, output=shown)]
+    )
+    move = {"op": "move", "start": 0, "end": 4, "new_start": 0, "new_end": 6}
+    raw = [{"kind": "correction", "interaction_id": "i1", "output": {"edits": [move]}}]
+    raw += [
+        {"kind": "label", "input": {"text": f"valve {n} shut"}, "spans": [span(0, 7, "EQUIPMENT")]}
+        for n in range(3)
+    ]
+    raw += [{"kind": "label", "input": "nothing here", "spans": []}]
+    stored = store_feedback(store, "plant", [EVENT.validate_python(r) for r in raw])
+    built, rows = build(Project(), tmp_path / "snap", data=read_project(store, "plant"))
+    row = by_text(rows)[text]
+    assert row["spans"] == [span(0, 6, "EQUIPMENT"), span(15, 21, "MEASURE")]
+    assert row["feedback_ids"] == [stored[0].id]
+    assert by_text(rows)["nothing here"]["spans"] == []
+    assert sum(built.splits.values()) == 5 and built.feedback_watermark == stored[-1].id

@@ -11,10 +11,14 @@ from typing import Any
 
 import pytest
 
-from fineloop.errors import BadFile
+from fineloop.errors import BadFile, BatchRejected
 from fineloop.feedback.events import EventEnvelope, LabelEvent
+from fineloop.schemas import ProjectCreate
+from fineloop.store import Store
+from fineloop.store.projects import create_project
 from fineloop.tasks.ner.imports import CONVERTERS, _read_conll
 from fineloop.tasks.ner.task import NerTask
+from fineloop.transfer.service import import_file
 
 DATASETS = Path(
     os.environ.get("FINELOOP_TEST_DATASETS")
@@ -203,3 +207,17 @@ def test_a_bad_spans_jsonl_line_is_named(bad: Any, words: str) -> None:
 
 def test_the_task_offers_both_formats() -> None:
     assert set(NerTask().converters()) == {"conll", "spans-jsonl"}
+
+
+def test_an_imported_file_lands_once_and_undeclared_types_are_named(store: Store) -> None:
+    with store.write() as session:
+        spec = ProjectCreate(name="plant", task="ner", task_options={"entity_types": ["EQUIPMENT"]})
+        create_project(session, spec)
+    data = b"pump\tB-EQUIPMENT\n3\tI-EQUIPMENT\nok\tO\n\nall\tO\nquiet\tO\n"
+    first = import_file(store, "plant", "feedback", data, "conll")
+    assert [(r.resource, r.created) for r in first] == [("interactions", 0), ("feedback", 2)]
+    again = import_file(store, "plant", "feedback", data, "conll")
+    assert again[1].created == 0 and again[1].duplicates == 2
+    with pytest.raises(BatchRejected) as error:
+        import_file(store, "plant", "feedback", b"40\tB-MEASURE\nbar\tI-MEASURE\n", "conll")
+    assert "'MEASURE' is not one of: EQUIPMENT" in str(error.value.body())
