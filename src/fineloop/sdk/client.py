@@ -16,6 +16,7 @@ from fineloop.sdk.feedback import FeedbackCalls
 from fineloop.sdk.files import FileCalls
 from fineloop.sdk.generation import GenerationCalls
 from fineloop.sdk.models import ModelCalls
+from fineloop.sdk.ner import NerCalls
 from fineloop.sdk.rollouts import RolloutCalls
 from fineloop.sdk.search import SearchCalls
 from fineloop.sdk.transport import Transport, chunks, project_path, segment
@@ -23,7 +24,9 @@ from fineloop.sdk.transport import Transport, chunks, project_path, segment
 MAX_BATCH = 10_000
 
 
-class Client(SearchCalls, GenerationCalls, FeedbackCalls, FileCalls, ModelCalls, RolloutCalls):
+class Client(
+    SearchCalls, GenerationCalls, NerCalls, FeedbackCalls, FileCalls, ModelCalls, RolloutCalls
+):
     """Talk to a fineloop server. `api_key` defaults to the FINELOOP_API_KEY variable.
 
     Every refused call raises `FineloopError` with the server's status, code and message."""
