@@ -70,6 +70,29 @@ def test_project_create_list_show(run: Run) -> None:
     assert shown["reward_policy"]["rating_scale"] == {"min": 0.0, "max": 10.0}
 
 
+def test_a_ner_project_takes_its_entity_types(run: Run) -> None:
+    made = ok(
+        run(
+            "project",
+            "create",
+            "docs",
+            "--task",
+            "ner",
+            "--entity-type",
+            "EQUIPMENT",
+            "--entity-type",
+            "MEASURE",
+        )
+    )
+    assert "created project docs (ner)" in made
+    shown = json.loads(run("project", "show", "docs").stdout)
+    assert shown["task_options"]["entity_types"] == ["EQUIPMENT", "MEASURE"]
+    missing = run("project", "create", "docs2", "--task", "ner")
+    assert missing.exit_code == 1 and "entity_types" in said(missing)
+    as_json = run("project", "create", "docs3", "--task", "ner", "--options", '{"entity_types": 3}')
+    assert as_json.exit_code == 1 and "list" in said(as_json), as_json.output
+
+
 def test_project_errors_are_one_clear_line(run: Run) -> None:
     ok(run("project", "create", "faq"))
     again = run("project", "create", "faq")

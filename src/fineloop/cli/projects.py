@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 import typer
@@ -26,10 +27,21 @@ def create(
     description: Annotated[str, typer.Option()] = "",
     rating_min: Annotated[float, typer.Option(help="Lowest rating on the scale.")] = 1.0,
     rating_max: Annotated[float, typer.Option(help="Highest rating on the scale.")] = 5.0,
+    entity_type: Annotated[
+        list[str] | None,
+        typer.Option(help="ner: an entity type the model finds (repeat the option)."),
+    ] = None,
+    options: Annotated[
+        str | None,
+        typer.Option(help='The task options as JSON, e.g. \'{"entity_types": ["EQUIPMENT"]}\'.'),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Create a project with the default reward policy (and the rating scale given)."""
     try:
+        task_options = json.loads(options) if options else {}
+        if entity_type:
+            task_options["entity_types"] = entity_type
         spec = ProjectCreate.model_validate(
             {
                 "name": name,
@@ -39,9 +51,10 @@ def create(
                 "reward_policy": RewardPolicy.model_validate(
                     {"rating_scale": {"min": rating_min, "max": rating_max}}
                 ),
+                "task_options": task_options,
             }
         )
-    except ValueError as error:
+    except (ValueError, TypeError) as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from error
     with opened_store(config) as store:

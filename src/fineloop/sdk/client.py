@@ -68,12 +68,16 @@ class Client(
         base_model: str | None = None,
         description: str = "",
         reward_policy: Mapping[str, Any] | None = None,
+        task_options: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
+        """`task_options`: what the task needs (ner: {"entity_types": [...]})."""
         spec: dict[str, Any] = {"name": name, "task": task, "description": description}
         if base_model is not None:
             spec["base_model"] = base_model
         if reward_policy is not None:
             spec["reward_policy"] = reward_policy
+        if task_options is not None:
+            spec["task_options"] = dict(task_options)
         return self._t.obj("POST", "/v1/projects", body=spec)
 
     def list_projects(self) -> list[dict[str, Any]]:
@@ -83,7 +87,8 @@ class Client(
         return self._t.obj("GET", project_path(name))
 
     def update_project(self, name: str, **changes: Any) -> dict[str, Any]:
-        """Change base_model, description or reward_policy (which recomputes all rewards)."""
+        """Change base_model, description, task_options, training_policy, serving_policy or
+        reward_policy (which recomputes all rewards)."""
         return self._t.obj("PATCH", project_path(name), body=changes, idempotent=True)
 
     def stats(self, project: str, bucket: str = "day") -> dict[str, Any]:
