@@ -22,9 +22,9 @@ from fineloop.store import Store
 from fineloop.store.projects import get_project
 from fineloop.tasks.base import Evaluation
 from fineloop.tasks.generation.train import RECORD as TRAIN_RECORD
-from fineloop.web.generation_job import RECORD, logged_methods
-from fineloop.web.generation_project import PAGE
-from fineloop.web.textdiff import MAX_DIFF_CHARS, word_diff
+from fineloop.tasks.generation.web.job import RECORD, logged_methods
+from fineloop.tasks.generation.web.project import PAGE
+from fineloop.tasks.generation.web.textdiff import MAX_DIFF_CHARS, word_diff
 
 
 def sampled(outputs: list[str], prompts: list[str]) -> Evaluation:

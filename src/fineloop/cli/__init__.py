@@ -1,5 +1,8 @@
 """The `fineloop` command line (Typer). Heavy imports happen inside commands.
 
+Task families add their own commands (generation: `generate`, NER: `extract`) through
+`Task.commands`, registered here at import like the built-in ones.
+
 A light install (`pip install fineloop`) runs the client and store commands; a command that
 reaches for a module an extra provides prints the `pip install 'fineloop[...]'` line instead
 of a traceback.
@@ -7,12 +10,13 @@ of a traceback.
 
 from __future__ import annotations
 
+import logging
+
 import typer
 from rich.markup import escape
 
 from fineloop.cli import data, jobs, keys, models, projects, rollouts, serve, train, tune
 from fineloop.cli import export as export_cli
-from fineloop.cli import generate as generate_cli
 from fineloop.cli import index as index_cli
 from fineloop.cli import worker as worker_cli
 from fineloop.cli.common import err_console
@@ -35,10 +39,40 @@ app.command("train")(train.train)
 app.command("tune")(tune.tune)
 models.app.command("export")(export_cli.export)
 app.add_typer(models.app, name="models")
-app.command("generate")(generate_cli.generate)
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(rollouts.app, name="rollout")
 app.add_typer(index_cli.app, name="index")
+
+log = logging.getLogger(__name__)
+
+
+def add_task_commands(target: typer.Typer) -> list[str]:
+    """Register every installed family's commands on `target`; the names added. A family
+    whose commands fail to load (a broken plugin, a light install without its extra) is
+    skipped with a debug log, and a name already taken keeps its first owner: one plugin
+    never breaks the CLI nor replaces a command."""
+    from fineloop.tasks import available, get_task
+
+    taken = {c.name for c in target.registered_commands}
+    taken |= {g.name for g in target.registered_groups}
+    added = []
+    for name in sorted(available()):
+        try:
+            commands = dict(get_task(name).commands())
+        except Exception:
+            log.debug("task %r adds no commands: loading them failed", name, exc_info=True)
+            continue
+        for command, function in commands.items():
+            if command in taken:
+                log.warning("task %r: command %r already exists; skipped", name, command)
+                continue
+            target.command(command)(function)
+            taken.add(command)
+            added.append(command)
+    return added
+
+
+add_task_commands(app)
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from fineloop import __version__, auth
 from fineloop.api.deps import KeyCache, StoreDep, checked_scope, from_own_pages, require
 from fineloop.api.throttle import TooManyFailures
 from fineloop.errors import Forbidden, NotFound, Unauthorized
-from fineloop.web import views
+from fineloop.web import families, views
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
@@ -34,7 +34,7 @@ CSP = (
     "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; form-action 'self'"
 )
 
-templates = Jinja2Templates(directory=HERE / "templates")
+templates = Jinja2Templates(env=families.environment(HERE / "templates"))
 templates.env.filters["ago"] = views.ago
 templates.env.filters["size"] = views.size_text
 router = APIRouter(include_in_schema=False)

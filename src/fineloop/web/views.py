@@ -92,10 +92,12 @@ def job_page(session: Session, job_id: int) -> dict[str, Any]:
     latest = session.scalars(
         select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id.desc()).limit(200)
     ).all()
+    public, series = jobs.job_public(session, job), jobs.metric_series(session, job_id)
+    # the family's panel last: a failing one is skipped, after the page's own reads
     family = families.job_panel(session, session.get(Project, job.project_id), job)
     return {
-        "job": jobs.job_public(session, job),
-        "series": jobs.metric_series(session, job_id),
+        "job": public,
+        "series": series,
         "events": [jobs.event_public(e) for e in reversed(latest)],
         "family": family,
         # steps of each stage of the run (a generation run's methods): the loss chart

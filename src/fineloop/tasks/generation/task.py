@@ -9,6 +9,7 @@ never inside a request or a store transaction.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from fineloop.tasks.generation.build_config import GenerationBuildConfig
     from fineloop.tasks.generation.predict import GenerationPredictor
     from fineloop.tasks.generation.serving import GenerationServing
+    from fineloop.web.families import Panels
 
 TASK = "generation"
 
@@ -116,6 +118,16 @@ class GenerationTask(TaskDefaults):
         from fineloop.tasks.generation.routes import router
 
         return router
+
+    def panels(self) -> Panels:
+        from fineloop.tasks.generation.web import PANELS
+
+        return PANELS
+
+    def commands(self) -> Mapping[str, Callable[..., Any]]:
+        from fineloop.tasks.generation.cli import generate
+
+        return {"generate": generate}
 
 
 def ensure_prepared(model: str) -> None:

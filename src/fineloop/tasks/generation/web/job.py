@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from fineloop import artifacts
 from fineloop.store.schema import Job, JobEvent, ModelVersion
-from fineloop.web.generation_project import sample_row
+from fineloop.tasks.generation.web.project import sample_row
 
 RECORD = "fineloop_training.json"  # tasks.generation.train.RECORD (not imported: torch)
 RECORD_BYTES = 1_000_000

@@ -7,42 +7,34 @@ TEXT_CHARS; the template escapes every text, so what users wrote stays text.
 
 from __future__ import annotations
 
-import json
-from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from fineloop.feedback.query import feedback_public
 from fineloop.registry import manage
 from fineloop.store.interactions import existing_interactions
-from fineloop.store.projects import policy_of
-from fineloop.store.schema import Feedback, Interaction, Project
+from fineloop.store.schema import Interaction, Project
 from fineloop.tasks.generation.prompts import output_text, prompt_messages
-from fineloop.web.textdiff import word_diff
+from fineloop.tasks.generation.web.textdiff import word_diff
+from fineloop.web.interactions import (
+    FEEDBACK,
+    PAGE,
+    as_text,
+    clip,
+    event_row,
+    feedback_counts,
+    feedback_on,
+    interaction_page,
+)
 
-PAGE = 20  # interactions per page
-MAX_PAGE = 500  # deeper pages are for the API (GET /v1/projects/{p}/interactions)
-FEEDBACK = 10  # events shown per interaction, the newest
-PREFERENCES = 200  # recent preferences scanned for ones naming a shown interaction
-TEXT_CHARS = 4000
+__all__ = ["PAGE", "project_panel", "sample_row"]
+
 SIDES = ("chosen", "rejected")
 
 
 def project_panel(session: Session, project: Project, page: int) -> dict[str, Any]:
-    total = session.scalar(
-        select(func.count()).select_from(Interaction).where(Interaction.project_id == project.id)
-    )
-    pages = max(1, -(-(total or 0) // PAGE))
-    page = min(max(page, 1), pages, MAX_PAGE)
-    rows = session.scalars(
-        select(Interaction)
-        .where(Interaction.project_id == project.id)
-        .order_by(Interaction.created_at.desc(), Interaction.id)
-        .offset((page - 1) * PAGE)
-        .limit(PAGE)
-    ).all()
+    shown_page = interaction_page(session, project, page)
+    rows = shown_page.rows
     ids = [row.id for row in rows]
     found, counts = feedback_on(session, project, ids), feedback_counts(session, project, ids)
     replies = other_replies(session, project, found)
@@ -52,9 +44,9 @@ def project_panel(session: Session, project: Project, page: int) -> dict[str, An
             interaction_row(row, found.get(row.id, []), counts.get(row.id, 0), replies)
             for row in rows
         ],
-        "page": page,
-        "pages": min(pages, MAX_PAGE),
-        "total": total or 0,
+        "page": shown_page.page,
+        "pages": shown_page.pages,
+        "total": shown_page.total,
         "samples": newest_samples(session, project),
     }
 
@@ -96,64 +88,13 @@ def interaction_row(
     }
 
 
-def feedback_on(session: Session, project: Project, ids: list[str]) -> dict[str, list[Any]]:
-    """Feedback events about each interaction, newest first: those logged on it, and
-    recent preferences naming it as the chosen or rejected side."""
-    if not ids:
-        return {}
-    policy, now = policy_of(project), datetime.now(UTC)
-    found: dict[str, list[Any]] = {i: [] for i in ids}
-    direct = session.scalars(
-        select(Feedback)
-        .where(Feedback.project_id == project.id, Feedback.interaction_id.in_(ids))
-        .order_by(Feedback.id.desc())
-        .limit(len(ids) * FEEDBACK * 5)
-    ).all()
-    preferences = session.scalars(
-        select(Feedback)
-        .where(Feedback.project_id == project.id, Feedback.kind == "preference")
-        .order_by(Feedback.id.desc())
-        .limit(PREFERENCES)
-    ).all()
-    seen: set[int] = set()
-    for row in [*direct, *preferences]:
-        if row.id in seen:
-            continue
-        seen.add(row.id)
-        sides = (row.payload.get(f"{side}_interaction_id") for side in ("chosen", "rejected"))
-        public = feedback_public(row, policy, now)
-        named = {row.interaction_id, *sides}
-        for interaction in [i for i in named if isinstance(i, str) and i in found]:
-            found[interaction].append(public)
-    for events in found.values():
-        events.sort(key=lambda event: event.id, reverse=True)
-    return found
-
-
-def feedback_counts(session: Session, project: Project, ids: list[str]) -> dict[str, int]:
-    """How many events were logged on each interaction (the page shows the newest few)."""
-    rows = session.execute(
-        select(Feedback.interaction_id, func.count())
-        .where(Feedback.project_id == project.id, Feedback.interaction_id.in_(ids))
-        .group_by(Feedback.interaction_id)
-    )
-    return {row[0]: row[1] for row in rows if row[0] is not None}
-
-
 def shown(
     event: Any, reply: str, replies: dict[str, str | None], interaction: str
 ) -> dict[str, Any]:
     """One feedback event as the page shows it: its kind's fields, a correction as a diff
     against the reply, a preference with both sides' texts and the side this reply was on."""
     payload = event.payload
-    row: dict[str, Any] = {
-        "id": event.id,
-        "kind": event.kind,
-        "at": event.timestamp.isoformat(),
-        "user_id": event.user_id,
-        "reward": event.effective_reward,
-        "value": payload.get("value"),
-    }
+    row = event_row(event)
     if event.kind == "correction":
         corrected = output_text(payload.get("output"))
         text = corrected if corrected is not None else as_text(payload.get("output"))
@@ -211,12 +152,3 @@ def shown_text(value: Any) -> str | None:
         return None
     text = output_text(value)
     return clip(text if text is not None else as_text(value))
-
-
-def as_text(value: Any) -> str:
-    """Any JSON value as text, for shapes the page has no better view of."""
-    return clip(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
-
-
-def clip(text: str) -> str:
-    return text if len(text) <= TEXT_CHARS else text[:TEXT_CHARS] + " …"
