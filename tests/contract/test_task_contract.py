@@ -66,6 +66,16 @@ def score(client: TestClient, name: str) -> dict[str, Any]:
     return body
 
 
+def extract(client: TestClient, name: str) -> dict[str, Any]:
+    text = {"text": "reset the password of the account"}
+    served = client.post(f"/v1/projects/{name}/extract", json=text)
+    assert served.status_code == 200, served.text
+    body: dict[str, Any] = served.json()
+    (result,) = body["results"]
+    assert all(0 <= s["start"] < s["end"] <= len(text["text"]) for s in result["spans"])
+    return {"interaction_id": result["interaction_id"], "model_version": body["model_version"]}
+
+
 @dataclass(frozen=True)
 class Case:
     task: str
@@ -75,10 +85,13 @@ class Case:
 
 
 GENERATION_TRAIN = {"epochs": 2, "batch_size": 4, "lora_r": 4, "max_length": 64}
+NER_TRAIN = {"epochs": 3, "batch_size": 8, "learning_rate": 1e-3, "max_length": 32}
+NER_TYPES = ["THING", "ACTION"]
 
 CASES = [
     Case("embedding", EMBEDDING_TRAIN, None, search),
     Case("generation", GENERATION_TRAIN, None, chat),
+    Case("ner", NER_TRAIN, None, extract),
     Case("fake", {"gain": 0.15}, True, score),
     Case("fake", {"gain": -0.15}, False, score),
     Case("fake-loss", {"gain": 0.15}, True, score),
@@ -95,7 +108,7 @@ def seed(client: TestClient, case: Case, tmp_path: Path, model: Path | None) -> 
     name = case.task.replace("-", "")
     if case.task == "embedding":
         queries = [(item, query) for item, texts in QUERIES.items() for query in texts]
-    elif case.task != "generation":
+    elif case.task not in ("generation", "ner"):
         model = make_model(tmp_path / f"{name}-base", 0.5)
         queries = [(f"item-{i}", f"query number {i}") for i in range(18)]
     base = str(model)
@@ -106,6 +119,7 @@ def seed(client: TestClient, case: Case, tmp_path: Path, model: Path | None) -> 
             "task": case.task,
             "base_model": base,
             "training_policy": {"train": case.train, "bootstrap_samples": 300},
+            "task_options": {"entity_types": NER_TYPES} if case.task == "ner" else {},
         },
     )
     assert created.status_code == 201, created.text
@@ -114,6 +128,8 @@ def seed(client: TestClient, case: Case, tmp_path: Path, model: Path | None) -> 
         assert client.put(f"/v1/projects/{name}/items", json={"items": items}).is_success
     if case.task == "generation":
         events = generation_feedback(client, name)
+    elif case.task == "ner":
+        events = ner_feedback(client, name)
     else:
         events = [{"kind": "label", "input": q, "items": [item]} for item, q in queries]
     sent = client.post(f"/v1/projects/{name}/feedback/batch", json={"events": events})
@@ -146,6 +162,32 @@ def generation_feedback(client: TestClient, name: str) -> list[dict[str, Any]]:
     return events
 
 
+def ner_feedback(client: TestClient, name: str) -> list[dict[str, Any]]:
+    """Labelled texts, then a logged extraction with a correction of what it showed."""
+    things = ["password", "invoice", "refund", "address", "card", "order", "login", "plan"]
+    events: list[dict[str, Any]] = []
+    for i, thing in enumerate(things * 2):
+        text = f"please reset my {thing} now {i}"
+        start = text.index(thing)
+        spans = [
+            {"start": 7, "end": 12, "label": "ACTION"},
+            {"start": start, "end": start + len(thing), "label": "THING"},
+        ]
+        events.append({"kind": "label", "input": {"text": text}, "spans": spans})
+    shown = {"spans": [{"start": 0, "end": 6, "label": "THING"}]}
+    logged = client.post(
+        f"/v1/projects/{name}/interactions",
+        json={"id": "n1", "input": {"text": "change the plan"}, "output": shown},
+    )
+    assert logged.is_success, logged.text
+    edits = [
+        {"op": "relabel", "start": 0, "end": 6, "label": "ACTION"},
+        {"op": "add", "start": 11, "end": 15, "label": "THING"},
+    ]
+    events.append({"kind": "correction", "interaction_id": "n1", "output": {"edits": edits}})
+    return events
+
+
 def train(store: Store, settings: Settings, name: str) -> jobs.Job:
     with store.write() as session:
         job = jobs.create_job(session, get_project(session, name), "train", {}, claimed_by="t")
@@ -165,7 +207,7 @@ def test_the_loop_runs_every_family(
     tiny_llama: Path,
 ) -> None:
     task: Task = get_task(case.task)
-    base = {"embedding": tiny_model, "generation": tiny_llama}.get(case.task)
+    base = {"embedding": tiny_model, "generation": tiny_llama, "ner": tiny_model}.get(case.task)
     name = seed(client, case, tmp_path, base)
     task.check_trainable(read_project(store, name))  # enough data: no error
 
