@@ -20,7 +20,6 @@ from ner.serving_helpers import (
     extract,
     send_feedback,
     spans_by_text,
-    stand_ins,
 )
 
 PROJECT = "maintenance"
@@ -30,11 +29,6 @@ FIRST = "Replaced the seal on the Flowserve pump."
 @pytest.fixture(scope="module")
 def ner_model(_tiny_model_master: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_ner_model(_tiny_model_master, tmp_path_factory.mktemp("ner-model"))
-
-
-@pytest.fixture(autouse=True)
-def _modules(monkeypatch: pytest.MonkeyPatch) -> None:
-    stand_ins(monkeypatch)
 
 
 def _one(client: TestClient, text: str) -> dict[str, Any]:

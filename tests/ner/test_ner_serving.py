@@ -17,7 +17,7 @@ from fineloop.config import Settings
 from fineloop.serving import get_serving
 from fineloop.store import Store
 from fineloop.tasks.ner.routes import MAX_BATCH_CHARS, MAX_TEXTS
-from ner.serving_helpers import TYPES, build_ner_model, create_project, extract, stand_ins
+from ner.serving_helpers import TYPES, build_ner_model, create_project, extract
 
 PROJECT = "maintenance"
 TEXT = "Replaced the seal on the Flowserve pump, pressure 4 bar."
@@ -26,11 +26,6 @@ TEXT = "Replaced the seal on the Flowserve pump, pressure 4 bar."
 @pytest.fixture(scope="module")
 def ner_model(_tiny_model_master: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_ner_model(_tiny_model_master, tmp_path_factory.mktemp("ner-model"))
-
-
-@pytest.fixture(autouse=True)
-def _modules(monkeypatch: pytest.MonkeyPatch) -> None:
-    stand_ins(monkeypatch)
 
 
 @pytest.fixture
