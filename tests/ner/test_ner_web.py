@@ -218,13 +218,17 @@ def test_a_run_shows_scores_per_type_and_spans_side_by_side(
     side = panel(response.text, "samples-panel")
     assert side.count('class="sample"') == 2
     first = side[side.index('class="sample"') : side.index("</tr>", side.index('class="sample"'))]
-    cells = re.findall(r'<td class="(reference|output)">(.*?)</td>', first, re.S)
-    assert [kind for kind, _ in cells] == ["reference", "output", "output", "output"]
+    cells = re.findall(r'<td class="(reference|output \w+)">(.*?)</td>', first, re.S)
+    assert [kind for kind, _ in cells] == [
+        "reference", "output base", "output champion", "output candidate",
+    ]  # fmt: skip
     reference, base, champion, candidate = (html for _, html in cells)
     assert mark("pump", "EQUIPMENT", EQUIPMENT) in reference
     assert "<mark" not in base
     assert mark("pump", "MEASURE", MEASURE) in champion and "as the reference" not in champion
     assert mark("40 psi", "MEASURE", MEASURE) in candidate and "as the reference" in candidate
+    second = side[side.rindex('class="sample"') :]
+    assert '<td class="output champion"><span class="muted">—</span>' in second  # not kept
 
     project = client.get("/projects/scored").text
     scored = panel(project, "scores-panel")

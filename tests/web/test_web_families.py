@@ -27,6 +27,7 @@ from fineloop.jobs import store as jobs
 from fineloop.store import Store
 from fineloop.store.projects import get_project
 from fineloop.web import families
+from fineloop.web.routes import templates
 
 PLUGIN = '''
 """Families of the dashboard tests: one with panels and a command, three that break."""
@@ -186,3 +187,21 @@ def test_fineloop_help_lists_the_families_commands() -> None:
     assert result.exit_code == 0, result.output
     commands = {line.split()[1] for line in result.output.splitlines() if line.startswith("│ ")}
     assert {"generate", "extract", "serve", "train"} <= commands
+
+
+def test_every_installed_familys_panels_define_what_the_pages_call() -> None:
+    """A shipped family's templates load under its name and define the macros the shared
+    pages call (checked without rendering, like a config validated without running it)."""
+    env = templates.env  # the dashboard's own
+    found = []
+    for name in tasks.available():
+        panels = tasks.get_task(name).panels()
+        if panels is None:
+            continue
+        found.append(name)
+        project = env.get_template(f"{name}/{panels.project_template}").module
+        job = env.get_template(f"{name}/{panels.job_template}").module
+        for module, macros in ((project, ("top", "after_models")), (job, ("top", "bottom"))):
+            assert all(callable(getattr(module, m, None)) for m in macros), (name, macros)
+        assert callable(panels.project) and callable(panels.job)
+    assert {"generation", "ner"} <= set(found)

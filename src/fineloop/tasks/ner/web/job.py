@@ -36,7 +36,8 @@ def job_panel(session: Session, job: Job) -> dict[str, Any]:
 
 
 def sample_row(sample: dict[str, Any], palette: Mapping[str, str]) -> dict[str, Any]:
-    """One held-out text: the reference spans, then base, champion and candidate's."""
+    """One held-out text: the reference spans, then base, champion and candidate's (no
+    segments for a model whose output on this text was not kept)."""
     text = text_of(sample.get("input"))
     if text is None:
         return {"raw_input": as_text(sample.get("input")), "reference": None, "outputs": []}
@@ -48,9 +49,11 @@ def sample_row(sample: dict[str, Any], palette: Mapping[str, str]) -> dict[str, 
         found = outputs.get(key)
         spans = spans_of(found)
         shown.append(
-            None
-            if found is None
-            else {"segments": segments(text, spans, palette), "exact": spans == reference}
+            {
+                "key": key,
+                "segments": None if found is None else segments(text, spans, palette),
+                "exact": found is not None and spans == reference,
+            }
         )
     return {
         "raw_input": None,
