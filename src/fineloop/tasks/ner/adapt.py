@@ -81,12 +81,13 @@ def matches(view: View, text: str) -> list[tuple[int, int, str, int]]:
     if not view.labels:
         return []
     toks = tokens(text)
+    words = [t for _, _, t in toks]
     found: list[tuple[int, int, str, int]] = []
     i = 0
     while i < len(toks):
         best: tuple[int, Entry] | None = None
         for j in range(i + 1, min(i + MAX_FORM_TOKENS, len(toks)) + 1):
-            key = tuple(t for _, _, t in toks[i:j])
+            key = tuple(words[i:j])
             entry = view.labels.get(key)
             if entry is not None:
                 best = (j, entry)
