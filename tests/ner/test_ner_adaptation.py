@@ -75,6 +75,24 @@ def test_a_corrected_span_is_found_at_once_in_later_texts(
     assert memory in logged.json()["output"]["spans"]
 
 
+def test_the_very_next_request_waits_for_the_refresh_a_correction_started(
+    client: TestClient, ner_model: Path
+) -> None:
+    create_project(client, PROJECT, ner_model)
+    first = _one(client, FIRST)
+    seal = _at(first, "seal")
+    edit = {"op": "relabel", "start": seal["start"], "end": seal["end"], "label": "MEASURE"}
+    event = {
+        "kind": "correction",
+        "interaction_id": first["interaction_id"],
+        "output": {"edits": [edit]},
+    }
+    sent = client.post(f"/v1/projects/{PROJECT}/feedback", json=event)
+    assert sent.is_success, sent.text  # no settle: the next request waits for the refresh
+    found = spans_by_text(_one(client, "A new seal."))
+    assert (found["seal"]["label"], found["seal"]["source"]) == ("MEASURE", "memory")
+
+
 def test_matches_respect_token_boundaries(client: TestClient, ner_model: Path) -> None:
     create_project(client, PROJECT, ner_model)
     first = _one(client, FIRST)
