@@ -106,15 +106,18 @@ def score(
         ours, theirs = entities(true_tags), entities(found_tags)
         total = len(ours) + len(theirs)
         per_example.append(1.0 if total == 0 else 2 * len(ours & theirs) / total)
-    report: dict[str, Any] = classification_report(
-        y_true, y_pred, output_dict=True, zero_division=0
+    # No entity on either side: seqeval would average nothing (numpy warnings); all zeros.
+    some = any(t != "O" for tags in (*y_true, *y_pred) for t in tags)
+    report: dict[str, Any] = (
+        classification_report(y_true, y_pred, output_dict=True, zero_division=0) if some else {}
     )
+    strict = f1_score(y_true, y_pred, mode="strict", scheme=IOB2, zero_division=0) if some else 0
     micro = report.get("micro avg", {})
     metrics = {
         "precision": float(micro.get("precision", 0.0)),
         "recall": float(micro.get("recall", 0.0)),
         "f1": float(micro.get("f1-score", 0.0)),
-        "f1_strict": float(f1_score(y_true, y_pred, mode="strict", scheme=IOB2, zero_division=0)),
+        "f1_strict": float(strict),
         "texts": float(len(texts)),
     }
     for name in dict.fromkeys([*types, *(k for k in report if not k.endswith(" avg"))]):

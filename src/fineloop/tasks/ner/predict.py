@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 
 BATCH_SIZE = 16  # windows per forward pass
 MAX_LENGTH = 512  # tokens per window, capped by the model's own limit
+# Texts tokenized and held at once: an evaluation of 10,000 texts keeps the probabilities
+# of this many texts' windows in memory, not of all of them.
+CHUNK_TEXTS = 256
 
 
 def load_model(path: str, tags: Sequence[str] | None, where: str) -> Any:
@@ -116,6 +119,12 @@ class NerPredictor:
             return self._extract(texts)
 
     def _extract(self, texts: list[str]) -> list[list[dict[str, Any]]]:
+        found: list[list[dict[str, Any]]] = []
+        for first in range(0, len(texts), CHUNK_TEXTS):
+            found += self._extract_chunk(texts[first : first + CHUNK_TEXTS])
+        return found
+
+    def _extract_chunk(self, texts: list[str]) -> list[list[dict[str, Any]]]:
         encoding = tokenize(self.tokenizer, texts, self.max_length)
         probs = self._probabilities(encoding)
         found = []
