@@ -106,9 +106,11 @@ def test_lora_run_saves_a_merged_plain_model(
 ) -> None:
     from safetensors.torch import load_file
 
-    config = NerTrainConfig(**QUICK, lora=True, lora_r=4, lora_alpha=8)
+    config = NerTrainConfig(**QUICK | {"max_steps": None, "epochs": 2}, lora=True, lora_r=4)
     out = train(ner_snapshot, str(ner_base), config, tmp_path / "lora", RecordingSink())
     assert not (out / "adapter_config.json").exists()
+    record = json.loads((out / RECORD).read_text())
+    assert len(record["evaluations"]) == 2  # the best of two epochs' adapters was merged
     weights = load_file(str(out / "model.safetensors"))
     assert not any("lora" in name for name in weights)
     query = "bert.encoder.layer.0.attention.self.query.weight"

@@ -126,8 +126,8 @@ def token_labels(
 ) -> list[int]:
     """Label ids of one window's tokens: see the module doc."""
     labels: list[int] = []
-    for word, (start, _) in zip(word_ids, offsets, strict=True):
-        if word is None or word not in tags:
+    for word, (start, end) in zip(word_ids, offsets, strict=True):
+        if word is None or word not in tags or end <= start:  # zero-width: no characters
             labels.append(IGNORE)
             continue
         tag = tags[word]
@@ -210,7 +210,8 @@ def word_probabilities(
         low, high = content[0], content[-1]
         offsets = encoding["offset_mapping"][window]
         for position, word in enumerate(ids):
-            if word is None or word not in words or offsets[position][0] > words[word][0]:
+            start, end = offsets[position]
+            if word is None or word not in words or start > words[word][0] or end <= start:
                 continue
             room = min(position - low, high - position)
             if word not in best or room > best[word][0]:

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 import fineloop
 from fineloop.data.snapshot_io import read_meta
 from fineloop.errors import Invalid
-from fineloop.runtime import device, supports_bf16
+from fineloop.runtime import device, is_main_process, supports_bf16
 from fineloop.tasks.base import JobCancelled, ProgressSink
 from fineloop.tasks.ner.align import Encoded, encode, require_fast
 from fineloop.tasks.ner.config import NerTrainConfig, as_config
@@ -89,9 +89,11 @@ def train(
             raise JobCancelled("training was cancelled")
         record = stamp(snapshot, base_model, settings, tags, kept_head=kept_head, bf16=bf16)
         record |= outcome(trainer, rows, weights)
-        save(merged(trainer.model), tokenizer, out_dir, record)
+        if is_main_process():  # in a distributed run, rank 0 alone writes
+            save(merged(trainer.model), tokenizer, out_dir, record)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if is_main_process():  # other ranks may not remove what rank 0 is still writing
+            shutil.rmtree(work, ignore_errors=True)
     best = record.get("best_f1")
     sink.log(
         f"saved to {out_dir}" + (f" (best validation f1 {best:.4f})" if best is not None else "")
