@@ -142,10 +142,18 @@ def test_continuing_a_champion_keeps_its_head_other_tags_get_a_new_one(
 def test_without_validation_trains_all_steps_and_saves_the_last(
     ner_base: Path, tmp_path: Path
 ) -> None:
-    snapshot = write_snapshot(tmp_path / "snap", {"train": corpus(10)}, labelling="all")
-    out = train(snapshot, str(ner_base), NerTrainConfig(**QUICK), tmp_path / "m", RecordingSink())
+    rows = corpus(10)
+    long = " ".join(row["text"] for row in rows)  # ~60 words: windows of 16 tokens
+    snapshot = write_snapshot(
+        tmp_path / "snap", {"train": [*rows, {"text": long, "spans": []}]}, labelling="all"
+    )
+    sink = RecordingSink()
+    config = NerTrainConfig(**QUICK | {"max_length": 16})
+    out = train(snapshot, str(ner_base), config, tmp_path / "m", sink)
     record = json.loads((out / RECORD).read_text())
     assert record["steps"] == 3 and record["evaluations"] == [] and record["best_f1"] is None
+    assert record["split_texts"] == 1 and record["windows"] > 11
+    assert any("1 of 11 texts are longer than 16 tokens" in line for line in sink.logs)
 
 
 def test_cancel_stops_and_saves_nothing(ner_base: Path, ner_snapshot: Path, tmp_path: Path) -> None:
