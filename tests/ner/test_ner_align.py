@@ -148,7 +148,14 @@ def test_long_text_is_windowed_not_cut(tokenizer: Any) -> None:
 
 def test_unknown_span_types_are_counted_not_trained(tokenizer: Any) -> None:
     encoded = encode(tokenizer, [TEXT], [[*SPANS, Span(0, 7, "ACTION")]], TAG2ID, "first", 64)
-    assert encoded.dropped_types == {"ACTION": 1}
+    assert encoded.dropped_types == {"ACTION": 1} and encoded.unplaced == 0
+
+
+def test_spans_on_no_word_of_their_own_are_counted(tokenizer: Any) -> None:
+    text = "pump\u200b\u200b valve"  # zero-width spaces: characters the tokenizer drops
+    spans = [Span(0, 2, "EQUIPMENT"), Span(2, 4, "MEASURE"), Span(4, 6, "MEASURE")]
+    encoded = encode(tokenizer, [text], [spans], TAG2ID, "first", 64)
+    assert encoded.unplaced == 2  # "mp" shares "pump" with "pu"; the zero-width span
 
 
 def test_a_slow_tokenizer_is_refused() -> None:

@@ -149,6 +149,7 @@ class Encoded:
     windows: int
     split_texts: int  # texts longer than one window
     dropped_types: dict[str, int]  # spans whose type is not in the tag set
+    unplaced: int = 0  # spans on no word of their own (no token, or sharing a word)
 
 
 def encode(
@@ -167,7 +168,7 @@ def encode(
     keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoding]
     rows: dict[str, list[Any]] = {k: [] for k in [*keys, "labels"]}
     dropped: dict[str, int] = {}
-    split_texts = 0
+    split_texts = unplaced = 0
     for text_index, windows in enumerate(windows_by_text(encoding, len(texts))):
         split_texts += len(windows) > 1
         kept = []
@@ -178,6 +179,7 @@ def encode(
                 dropped[span.label] = dropped.get(span.label, 0) + 1
         words = word_ranges(encoding, windows)
         tags = dict(zip(words, word_tags(list(words.values()), kept), strict=True))
+        unplaced += len(kept) - sum(tag.startswith("B-") for tag in tags.values())
         for window in windows:
             for key in keys:
                 rows[key].append(encoding[key][window])
@@ -191,7 +193,7 @@ def encode(
                     labelling,
                 )
             )
-    return Encoded(rows, len(rows["labels"]), split_texts, dropped)
+    return Encoded(rows, len(rows["labels"]), split_texts, dropped, unplaced)
 
 
 def word_probabilities(

@@ -109,6 +109,11 @@ def report_windows(sink: ProgressSink, rows: Encoded, texts: int, length: int) -
             f"{rows.split_texts} of {texts} texts are longer than {length} tokens: split into "
             "overlapping windows (nothing cut)"
         )
+    if rows.unplaced:
+        sink.log(
+            f"{rows.unplaced} spans cover no word of their own (characters the tokenizer "
+            "drops, or two spans in one word): not trained"
+        )
     for label, count in sorted(rows.dropped_types.items()):
         sink.log(f"skipped {count} spans of type {label!r}: not one of the snapshot's types")
 
@@ -220,6 +225,7 @@ def outcome(trainer: Any, rows: Encoded, weights: list[float]) -> dict[str, Any]
         "steps": state.global_step,
         "windows": rows.windows,
         "split_texts": rows.split_texts,
+        "unplaced_spans": rows.unplaced,
         "class_weights": weights,
         "evaluations": evaluations,
         "best_f1": state.best_metric,
