@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fineloop.operations import store_interactions
@@ -27,20 +28,49 @@ def log_interaction(
 ) -> str:
     """Store the interaction (durable before the response leaves) and return its id.
     `started`: `time.perf_counter()` when the request began."""
-    interaction_id = interaction_id or uuid.uuid4().hex
-    served = routed.served
-    metadata: dict[str, Any] = {"endpoint": endpoint}
-    if routed.note is not None:
-        metadata["rollout"] = routed.note
-    spec = InteractionCreate(
-        id=interaction_id,
-        input=input,
-        output=output,
-        model_version=served.version.label,
-        variant=routed.variant,
+    (logged,) = log_interactions(
+        store,
+        routed,
+        [(input, output)],
+        endpoint=endpoint,
         user_id=user_id,
-        latency_ms=round((time.perf_counter() - started) * 1000, 3),
-        metadata=metadata,
+        started=started,
+        ids=[interaction_id or uuid.uuid4().hex],
     )
-    store_interactions(store, served.project.name, [spec])
-    return interaction_id
+    return logged
+
+
+def log_interactions(
+    store: Store,
+    routed: Routed,
+    shown: Sequence[tuple[Any, Any]],
+    *,
+    endpoint: str,
+    user_id: str | None,
+    started: float,
+    metadata: Mapping[str, Any] | None = None,
+    ids: Sequence[str] | None = None,
+) -> list[str]:
+    """Store one interaction per (input, output) of a batch request in one write and return
+    their ids; `metadata` is the request's own, kept beside the endpoint and rollout note."""
+    served = routed.served
+    extra: dict[str, Any] = {**(metadata or {}), "endpoint": endpoint}
+    if routed.note is not None:
+        extra["rollout"] = routed.note
+    latency = round((time.perf_counter() - started) * 1000, 3)
+    chosen = list(ids) if ids is not None else [uuid.uuid4().hex for _ in shown]
+    specs = [
+        InteractionCreate(
+            id=interaction_id,
+            input=input,
+            output=output,
+            model_version=served.version.label,
+            variant=routed.variant,
+            user_id=user_id,
+            latency_ms=latency,
+            metadata=extra,
+        )
+        for interaction_id, (input, output) in zip(chosen, shown, strict=True)
+    ]
+    store_interactions(store, served.project.name, specs)
+    return chosen

@@ -14,8 +14,7 @@ write.
 from __future__ import annotations
 
 import time
-import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, model_validator
@@ -23,10 +22,9 @@ from pydantic import BaseModel, Field, model_validator
 from fineloop.api.deps import Ingest
 from fineloop.api.responses import BODY, BUSY, KEYED
 from fineloop.errors import Invalid
-from fineloop.operations import store_interactions
-from fineloop.rollouts.routing import Routed, route
-from fineloop.schemas import InteractionCreate
+from fineloop.rollouts.routing import route
 from fineloop.serving import get_serving
+from fineloop.serving.interactions import log_interactions
 from fineloop.tasks.ner.serving import ner_serving
 from fineloop.tasks.ner.spans import MAX_TEXT_CHARS
 from fineloop.tasks.ner.task import TASK
@@ -145,7 +143,15 @@ def extract(project: str, body: ExtractRequest, request: Request) -> ExtractResp
     served = routed.served
     texts = [i["text"] for i in inputs]
     found = ner_serving(request.app).extract(served.project, served.resource, texts)
-    ids = _log(request.app, routed, inputs, found, body, started)
+    ids = log_interactions(
+        request.app.state.store,
+        routed,
+        [(shown, {"spans": spans}) for shown, spans in zip(inputs, found, strict=True)],
+        endpoint="extract",
+        user_id=body.user_id,
+        started=started,
+        metadata=body.metadata,
+    )
     return ExtractResponse(
         results=[
             ExtractResult(interaction_id=i, spans=[ExtractedSpan(**s) for s in spans])
@@ -154,35 +160,3 @@ def extract(project: str, body: ExtractRequest, request: Request) -> ExtractResp
         model_version=served.version.label,
         variant=routed.variant,
     )
-
-
-def _log(
-    app: Any,
-    routed: Routed,
-    inputs: list[dict[str, str]],
-    found: list[list[dict[str, Any]]],
-    body: ExtractRequest,
-    started: float,
-) -> list[str]:
-    """One interaction per text, in one write (what `log_interaction` stores for one, with
-    the request's metadata beside the endpoint and rollout note)."""
-    served = routed.served
-    metadata: dict[str, Any] = {**body.metadata, "endpoint": "extract"}
-    if routed.note is not None:
-        metadata["rollout"] = routed.note
-    latency = round((time.perf_counter() - started) * 1000, 3)
-    specs = [
-        InteractionCreate(
-            id=uuid.uuid4().hex,
-            input=shown,
-            output={"spans": spans},
-            model_version=served.version.label,
-            variant=routed.variant,
-            user_id=body.user_id,
-            latency_ms=latency,
-            metadata=metadata,
-        )
-        for shown, spans in zip(inputs, found, strict=True)
-    ]
-    store_interactions(app.state.store, served.project.name, specs)
-    return [spec.id for spec in specs if spec.id is not None]
