@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +90,15 @@ class Forbidden(FineloopError):
 
 
 KIND_TAGS = frozenset({"thumb", "rating", "correction", "selection", "preference", "label"})
+
+
+def error_message(error: Mapping[str, Any]) -> str:
+    """A pydantic error's message without the "Value error, " pydantic puts before what a
+    validator raised: users read the reason, not the exception class."""
+    message = str(error.get("msg", "invalid value"))
+    for prefix in ("Value error, ", "Assertion failed, "):
+        message = message.removeprefix(prefix)
+    return message
 
 
 def field_path(loc: tuple[object, ...] | list[object], error_type: str = "") -> str:

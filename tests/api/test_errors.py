@@ -270,3 +270,16 @@ def test_non_finite_numbers_are_422_on_every_backend_and_store_nothing(
         assert "finite" in response.json()["message"], response.text
     assert stored_feedback(store) == 0
     assert client.get(f"/v1/projects/{project}/items").json()["items"] == []
+
+
+def test_a_validator_message_reaches_the_user_without_pydantic_prefix(
+    client: TestClient, project: str
+) -> None:
+    answer = client.post(
+        f"/v1/projects/{project}/feedback",
+        json={"kind": "selection", "input": "q", "selected": [], "rejected": []},
+    )
+    assert answer.status_code == 422, answer.text
+    message = answer.json()["errors"][0]["message"]
+    assert message == "a selection needs at least one selected or rejected item id"
+    assert "Value error" not in answer.text

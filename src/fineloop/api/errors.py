@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, StatementError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from fineloop.errors import FineloopError, field_path
+from fineloop.errors import FineloopError, error_message, field_path
 
 log = logging.getLogger("fineloop.api")
 _COLLECTIONS = ("events", "items", "interactions")
@@ -62,7 +62,7 @@ def _problem(error: Any) -> dict[str, Any]:
         where, loc = loc[0], loc[1:]
     else:
         where = "body"
-    problem: dict[str, Any] = {"message": str(error.get("msg", "invalid value"))}
+    problem: dict[str, Any] = {"message": error_message(error)}
     if len(loc) >= 2 and loc[0] in _COLLECTIONS and isinstance(loc[1], int):
         problem["row"] = loc[1]
         loc = loc[2:]

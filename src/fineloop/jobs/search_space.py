@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from fineloop.data import read_project
-from fineloop.errors import Invalid, field_path
+from fineloop.errors import Invalid, error_message, field_path
 from fineloop.jobs import store as jobs
 from fineloop.store import Store
 from fineloop.store.projects import get_project, training_policy_of
@@ -155,7 +155,7 @@ class SearchConfig(BaseModel):
         except ValidationError as error:
             first = error.errors()[0]
             name = field_path(first["loc"], first["type"])
-            message = first["msg"].removeprefix("Value error, ")
+            message = error_message(first)
             raise Invalid(f"{name}: {message}", field=name) from None
 
 

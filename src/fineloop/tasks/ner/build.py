@@ -35,7 +35,7 @@ from fineloop.data.hashing import content_hash
 from fineloop.data.records import FeedbackRecord, ProjectData
 from fineloop.data.snapshot_io import save_splits
 from fineloop.data.splits import SPLITS, assign_splits
-from fineloop.errors import Invalid, field_path
+from fineloop.errors import Invalid, error_message, field_path
 from fineloop.tasks.base import BuiltSnapshot
 from fineloop.tasks.ner.options import NerOptions, parse_options
 from fineloop.tasks.ner.spans import (
@@ -305,4 +305,4 @@ def _config(
     except ValidationError as error:
         first = error.errors()[0]
         where = field_path(first["loc"], first["type"]) or "config"
-        raise Invalid(first["msg"], field=where) from None
+        raise Invalid(error_message(first), field=where) from None

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from fineloop.errors import Invalid, field_path
+from fineloop.errors import Invalid, error_message, field_path
 
 EntityType = Annotated[
     str,
@@ -65,4 +65,4 @@ def parse_options(raw: Mapping[str, Any]) -> NerOptions:
         first = error.errors()[0]
         where = field_path(first["loc"], first["type"])
         field = f"task_options.{where}" if where else "task_options"
-        raise Invalid(first["msg"], field=field) from None
+        raise Invalid(error_message(first), field=field) from None

@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError, model_validator
 
 from fineloop.data.hashing import content_hash
-from fineloop.errors import field_path
+from fineloop.errors import error_message, field_path
 from fineloop.validation import INPUT, Int64
 
 MAX_TEXT_CHARS = 100_000
@@ -177,7 +177,10 @@ def parse_correction(output: Any) -> CorrectionOutput | list[tuple[str, str]]:
         return _CORRECTION.validate_python(output)
     except ValidationError as error:
         return [
-            ("output." + field_path(e["loc"], e["type"]) if e["loc"] else "output", e["msg"])
+            (
+                "output." + field_path(e["loc"], e["type"]) if e["loc"] else "output",
+                error_message(e),
+            )
             for e in error.errors()[:5]
         ]
 
