@@ -97,6 +97,16 @@ class Settings(BaseSettings):
         "build or model load that is not finished; past it the answer is 503 with "
         "Retry-After and the build's progress (the SDK waits and retries).",
     )
+    routing_refresh_seconds: float = Field(
+        default=0.5,
+        ge=0,
+        le=60,
+        description="How often a serving process checks whether another process changed "
+        "what requests resolve (a promotion, rollback, alias move, project or rollout "
+        "change): such a change is served within this many seconds of its commit; one made "
+        "through this process is served at once. 0 checks on every request (one one-row "
+        "read).",
+    )
     max_embedding_inputs: int = Field(
         default=2048,
         ge=1,

@@ -26,7 +26,7 @@ from fineloop.store import Store, migrate
 from fineloop.store.schema import Base
 
 TABLES = set(Base.metadata.tables)
-HEAD = "0005"
+HEAD = "0006"
 
 
 @pytest.fixture
@@ -256,7 +256,8 @@ def test_upgrading_a_0002_store_adds_rollouts_and_keeps_interactions(blank: Sett
     with store.engine.connect() as connection:
         assert connection.execute(text("SELECT variant FROM interactions")).scalar() == "champion"
     migrate.downgrade(store.engine, "0002")
-    assert _tables(store) == TABLES - {"rollouts", "rollout_history", "webhook_secrets"}
+    later = {"rollouts", "rollout_history", "webhook_secrets", "serving_epoch"}
+    assert _tables(store) == TABLES - later
     store.close()
 
 
@@ -278,5 +279,29 @@ def test_upgrading_a_0003_store_adds_webhook_secrets_and_keeps_projects(blank: S
     with store.engine.connect() as connection:
         assert connection.execute(text("SELECT name FROM projects")).scalar() == "old"
     migrate.downgrade(store.engine, "0003")
-    assert _tables(store) == TABLES - {"webhook_secrets"}
+    assert _tables(store) == TABLES - {"webhook_secrets", "serving_epoch"}
+    store.close()
+
+
+def test_upgrading_a_0005_store_adds_the_serving_epoch_row_and_keeps_projects(
+    blank: Settings,
+) -> None:
+    store = Store.open(blank, migrate_schema=False)
+    migrate.upgrade(store.engine, "0005")
+    with store.engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO projects (name, task, description, reward_policy, training_policy,"
+                " serving_policy, created_at, updated_at) VALUES ('old', 'embedding', '', '{}',"
+                " '{}', '{}', '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+            )
+        )
+    migrate.upgrade(store.engine)
+    assert _revision(store) == HEAD and _schema_drift(store) == []
+    with store.engine.connect() as connection:
+        assert connection.execute(text("SELECT name FROM projects")).scalar() == "old"
+        rows = connection.execute(text("SELECT id, value FROM serving_epoch")).all()
+    assert [tuple(row) for row in rows] == [(1, 0)]
+    migrate.downgrade(store.engine, "0005")
+    assert "serving_epoch" not in _tables(store)
     store.close()

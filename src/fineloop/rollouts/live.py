@@ -1,7 +1,8 @@
 """`LiveRollouts`: what one serving process knows of rollouts, and when it runs the policy.
 
-The active rollout of a project is read from the store at most every `TTL` seconds (a
-change made through this process's API is seen at once; one made elsewhere within `TTL`).
+The active rollout of a project comes from the serving state's routing cache
+(serving/routing_cache.py): a change made through this process is seen by the next
+request, one committed elsewhere within `routing_refresh_seconds`.
 The policy is evaluated on the serving background worker:
 - after feedback arrives, at most once per the policy's debounce_seconds (feedback inside
   that window marks the project pending; the next feedback or request after it runs it);
@@ -16,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import select
 
@@ -27,8 +28,10 @@ from fineloop.store import Store
 from fineloop.store.schema import Project, Rollout
 from fineloop.validation import read_stored
 
+if TYPE_CHECKING:
+    from fineloop.serving.routing_cache import RoutingCache
+
 log = logging.getLogger("fineloop.rollouts")
-TTL = 2.0
 PERIODIC_SECONDS = 300.0
 
 
@@ -47,32 +50,27 @@ class Submitter(Protocol):
 
 class LiveRollouts:
     def __init__(
-        self, store: Store, background: Submitter, champion_moved: Callable[[str], None]
+        self,
+        store: Store,
+        background: Submitter,
+        champion_moved: Callable[[str], None],
+        cache: RoutingCache,
     ) -> None:
         self.store = store
         self.background = background
         self.champion_moved = champion_moved
+        self.cache = cache
         self._lock = threading.Lock()
-        self._cache: dict[str, tuple[float, ActiveRollout | None]] = {}
         self._evaluated: dict[str, float] = {}
         self._pending: set[str] = set()
 
     def active(self, project: str) -> ActiveRollout | None:
-        with self._lock:
-            cached = self._cache.get(project)
-        if cached is not None and time.monotonic() - cached[0] < TTL:
-            return cached[1]
-        found = self._read(project)
-        with self._lock:
-            self._cache[project] = (time.monotonic(), found)
-        return found
+        return self.cache.get(("rollout", project), lambda: self._read(project))
 
     def forget(self, project: str | None = None) -> None:
-        with self._lock:
-            if project is None:
-                self._cache.clear()
-            else:
-                self._cache.pop(project, None)
+        """Read rollouts (and everything else routed) from the store again. Commits through
+        this process's store do this by themselves; kept for changes made behind its back."""
+        self.cache.forget()
 
     def feedback_arrived(self, project: str) -> None:
         with self._lock:

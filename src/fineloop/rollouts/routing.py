@@ -12,6 +12,9 @@ model-only family: its model loaded); while it gets ready in the background the 
 answers, and the interaction records no variant (so it counts
 for no one) and `metadata.rollout.fallback` says why. A request naming a `version`, and
 every request while no rollout is active, bypasses rollouts.
+
+Project, versions and the active rollout come from the serving state's routing cache
+(serving/routing_cache.py), so routing reads nothing from the store while nothing changed.
 """
 
 from __future__ import annotations
@@ -84,7 +87,7 @@ def route(
     if variant.target == CHAMPION:
         return Routed(state.serve(project, task=task), variant.name, note)
     try:
-        ref, target = served_version(state.store, project, variant.target, task=task)
+        ref, target = state.resolve(project, variant.target, task=task)
     except FineloopError as error:  # an alias removed under a running rollout
         return Routed(state.serve(project, task=task), None, note | {"fallback": error.message})
     served = state.family(ref.task).serve_ready(ref, target)

@@ -3,9 +3,10 @@ background worker, the loaded models (models.py), the live rollouts — and each
 serving state (`Task.serving`), made on first use.
 
 Requests resolve their version here (`serve`: the champion or a named version, checked to
-belong to a project of the route's task); rollouts/routing.py adds the variant a user is
-assigned to. The hooks (`feedback_changed`, `items_changed`, `prepare`) reach the family of
-the project they concern. Nothing here imports torch until a model is loaded.
+belong to a project of the route's task) through the routing cache (routing_cache.py: no
+store read per request while nothing changed); rollouts/routing.py adds the variant a user
+is assigned to. The hooks (`feedback_changed`, `items_changed`, `prepare`) reach the family
+of the project they concern. Nothing here imports torch until a model is loaded.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from fineloop.rollouts.live import LiveRollouts
 from fineloop.serving.background import Background
 from fineloop.serving.family import Served, TaskServing
 from fineloop.serving.models import ModelCache
-from fineloop.serving.versions import served_version
+from fineloop.serving.routing_cache import RoutingCache
+from fineloop.serving.versions import ProjectRef, VersionRef, check_task, served_version
 from fineloop.store import Store
 from fineloop.store.projects import get_project
 from fineloop.tasks import get_task
@@ -37,7 +39,8 @@ class ServingState:
         self.settings = settings
         self.background = Background()  # chores: index builds, resyncs, refits, policies
         self.models = ModelCache(settings)
-        self.rollouts = LiveRollouts(store, self.background, self.prepare)
+        self.routing = RoutingCache(store, settings.routing_refresh_seconds)
+        self.rollouts = LiveRollouts(store, self.background, self.prepare, self.routing)
         self._lock = threading.Lock()
         self._families: dict[str, TaskServing[Any]] = {}
         self._tasks: dict[str, str] = {}  # project name -> task (a project keeps its task)
@@ -55,9 +58,22 @@ class ServingState:
     def serve(self, name: str, ref: str | None = None, *, task: str | None = None) -> Served[Any]:
         """The version that answers a request to the project (`ref` None: the champion),
         ready; `task`: the route serves only projects of this task (422 otherwise)."""
-        project, version = served_version(self.store, name, ref, task=task)
+        project, version = self.resolve(name, ref, task=task)
         champion = ref is None or ref == CHAMPION
         return self.family(project.task).serve(project, version, champion=champion)
+
+    def resolve(
+        self, name: str, ref: str | None = None, *, task: str | None = None
+    ) -> tuple[ProjectRef, VersionRef]:
+        """`served_version` through the routing cache: the project and the version `ref`
+        names (None: the champion) as of at most `routing_refresh_seconds` ago, or as of
+        this process's own last change."""
+        ref = None if ref == CHAMPION else ref
+        project, version = self.routing.get(
+            ("version", name, ref), lambda: served_version(self.store, name, ref, task=task)
+        )
+        check_task(project, task)  # a hit may have been loaded by another task's route
+        return project, version
 
     def prepare(self, name: str) -> None:
         """The champion moved (or will be asked for soon): its family gets it ready."""

@@ -56,12 +56,7 @@ def served_version(
     with store.read() as session:
         project = get_project(session, name)
         found = _project_ref(project)
-        if task is not None and project.task != task:
-            raise Invalid(
-                f"project {name!r} is a {project.task!r} project; this route serves "
-                f"{task!r} projects only",
-                field="project",
-            )
+        check_task(found, task)
         fresh = session.get(Alias, (project.id, CHAMPION)) is None
         version = None if fresh else _lookup(session, project, ref)
     if version is None:
@@ -71,6 +66,16 @@ def served_version(
             with store.read() as session:
                 version = _ref(resolve(session, get_project(session, name), ref))
     return found, version
+
+
+def check_task(project: ProjectRef, task: str | None) -> None:
+    """422 unless the route serving `task` projects (None: any) may serve this one."""
+    if task is not None and project.task != task:
+        raise Invalid(
+            f"project {project.name!r} is a {project.task!r} project; this route serves "
+            f"{task!r} projects only",
+            field="project",
+        )
 
 
 def ensure_champion(store: Store, name: str) -> VersionRef:

@@ -1,4 +1,5 @@
-"""`Store`: an engine, migrated on open, with read and write sessions."""
+"""`Store`: an engine, migrated on open, with read and write sessions; `epoch` tells serving
+whether what it resolves per request changed (store/epoch.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from fineloop.config import Settings
 from fineloop.store import migrate
 from fineloop.store.engine import build_engine, writer
+from fineloop.store.epoch import Epoch
 
 
 class Store:
@@ -18,6 +20,9 @@ class Store:
         self.engine = engine
         self._read = sessionmaker(engine, expire_on_commit=False)
         self._write = sessionmaker(writer(engine), expire_on_commit=False)
+        self.epoch = Epoch()
+        self.epoch.watch(self._read)
+        self.epoch.watch(self._write)
 
     @classmethod
     def open(cls, settings: Settings, *, migrate_schema: bool = True) -> Store:

@@ -337,6 +337,17 @@ class RolloutChange(Base):
     at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
+class ServingEpoch(Base):
+    """One row whose `value` grows with every committed change to what serving resolves
+    (projects, aliases, rollouts), so each process can tell cheaply whether its cached
+    routing is still current (store/epoch.py)."""
+
+    __tablename__ = "serving_epoch"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
+
+
 def table(model: type[Base]) -> Table:
     """The Core table behind a mapped class, for bulk statements that bypass the ORM."""
     found = model.__table__
