@@ -39,7 +39,8 @@ from common import (
 )
 from fineloop.config import Settings
 
-ADMIN_KEY, INGEST_KEY = "bench-admin-key", "bench-ingest-key"
+# The server refuses configured keys shorter than 32 characters.
+ADMIN_KEY, INGEST_KEY = "bench-admin-key-" + "a" * 24, "bench-ingest-key-" + "i" * 24
 PROJECT = "bench"
 GOAL_RATE, GOAL_RATIO, GOAL_P99_MS = 5_000.0, 0.5, 10.0
 JSON_HEADERS = {"content-type": "application/json"}

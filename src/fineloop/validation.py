@@ -52,6 +52,35 @@ Seed = Annotated[int, Field(ge=0, le=2**32 - 1, description="A seed, 0 to 2**32-
 
 def check_json(value: Any, path: str = "", depth: int = 0) -> None:
     """Raise ValueError naming the first value that would not store and read back."""
+    # Every event of a feedback batch passes here (metadata, inputs): walk without building
+    # paths first, and only for a value that fails walk again to say where.
+    if not _storable(value, depth):
+        _explain(value, path, depth)
+
+
+def _storable(value: Any, depth: int) -> bool:
+    """Whether `_explain` finds nothing to say about `value` (same rules, no messages)."""
+    if depth > MAX_DEPTH:
+        return False
+    kind = type(value)
+    if kind is str or value is None or kind is bool or isinstance(value, str):
+        return True  # (bool has no subclasses)
+    if isinstance(value, int):
+        return INT64_MIN <= value <= INT64_MAX
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        for child in value.values():
+            if not _storable(child, depth + 1):
+                return False
+    elif isinstance(value, list):
+        for child in value:
+            if not _storable(child, depth + 1):
+                return False
+    return True
+
+
+def _explain(value: Any, path: str, depth: int) -> None:
     where = path or "the value"
     if depth > MAX_DEPTH:
         raise ValueError(f"{where}: nested deeper than {MAX_DEPTH} levels")
@@ -68,10 +97,10 @@ def check_json(value: Any, path: str = "", depth: int = 0) -> None:
             raise ValueError(f"{where}: {value} is not a JSON number; send a finite number")
     elif isinstance(value, dict):
         for key, child in value.items():
-            check_json(child, f"{path}.{key}" if path else str(key), depth + 1)
+            _explain(child, f"{path}.{key}" if path else str(key), depth + 1)
     elif isinstance(value, list):
         for index, child in enumerate(value):
-            check_json(child, f"{path}[{index}]", depth + 1)
+            _explain(child, f"{path}[{index}]", depth + 1)
 
 
 def _short(value: int) -> str:

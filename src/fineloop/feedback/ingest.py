@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from fineloop.errors import BatchRejected, RowError
@@ -26,6 +26,7 @@ from fineloop.feedback.events import (
     payload_of,
 )
 from fineloop.feedback.rewards import RewardPolicy, stored_reward
+from fineloop.store.engine import dump_json
 from fineloop.store.interactions import (
     existing_interaction_ids,
     shown_interactions,
@@ -37,6 +38,8 @@ from fineloop.tasks import get_task
 
 CLOCK_SKEW = timedelta(minutes=5)
 _IN_CHUNK = 500
+# Events checked against what their interaction showed (its input and output are loaded).
+_CHECKED_AGAINST_SHOWN = (SelectionEvent, LabelEvent, CorrectionEvent)
 
 
 @dataclass(frozen=True)
@@ -50,19 +53,22 @@ def ingest(session: Session, project: Project, events: Sequence[EventEnvelope]) 
     """Store `events` in the session's transaction; raise BatchRejected if any is invalid."""
     now = datetime.now(UTC)
     policy = policy_of(project)
-    known = _known_keys(session, project.id, events)
-    referenced = existing_interaction_ids(session, project.id, _referenced_interactions(events))
+    project_id, options = project.id, project.task_options or {}
+    known = _known_keys(session, project_id, events)
     task = get_task(project.task)
     # Selections, labels and corrections are checked against what was shown; skip decoding
-    # every other interaction.
+    # every other interaction, and look each id up once: those loaded in full exist.
     looked_at: set[str] = {
         e.interaction_id
         for e in events
-        if isinstance(e, SelectionEvent | LabelEvent | CorrectionEvent)
-        and e.interaction_id is not None
+        if isinstance(e, _CHECKED_AGAINST_SHOWN) and e.interaction_id is not None
     }
-    shown = shown_interactions(session, project.id, looked_at & referenced)
-    outputs = {interaction_id: output for interaction_id, (_, output) in shown.items()}
+    shown = shown_interactions(session, project_id, looked_at)
+    referenced = set(shown) | existing_interaction_ids(
+        session, project_id, _referenced_interactions(events) - looked_at
+    )
+    # The ranking each interaction showed, read once per batch, not once per event.
+    ranked = {key: shown_item_ids(output) for key, (_, output) in shown.items()}
     errors: list[RowError] = []
     rows: list[dict[str, Any]] = []
     row_of_event: list[int | str] = []  # index into `rows`, or an idempotency key seen before
@@ -72,10 +78,10 @@ def ingest(session: Session, project: Project, events: Sequence[EventEnvelope]) 
         if key is not None and (key in known or key in first_row_of_key):
             row_of_event.append(key if key in known else first_row_of_key[key])
             continue
-        problems = _check(event, policy, referenced, outputs, now)
+        problems = _check(event, policy, referenced, ranked, now)
         if not problems:
             anchor = shown.get(event.interaction_id) if event.interaction_id else None
-            problems = task.check_feedback(project.task_options or {}, event, anchor)
+            problems = task.check_feedback(options, event, anchor)
         if problems:
             errors += [RowError(index, field, message) for field, message in problems]
             row_of_event.append(-1)
@@ -83,7 +89,7 @@ def ingest(session: Session, project: Project, events: Sequence[EventEnvelope]) 
         if key is not None:
             first_row_of_key[key] = len(rows)
         row_of_event.append(len(rows))
-        rows.append(_row(project.id, event, policy, outputs, now))
+        rows.append(_row(project_id, event, policy, ranked, now))
     if errors:
         raise BatchRejected(errors, total=len(events))
     new_ids = _insert(session, rows)
@@ -109,16 +115,59 @@ def _mark_in_batch_duplicates(results: list[Stored]) -> None:
 def _insert(session: Session, rows: list[dict[str, Any]]) -> list[int]:
     if not rows:
         return []
-    feedback = table(Feedback)
-    if session.get_bind().dialect.name != "sqlite":
+    connection = session.connection()
+    if connection.dialect.name != "sqlite":
+        feedback = table(Feedback)
         statement = insert(feedback).returning(feedback.c.id, sort_by_parameter_order=True)
         return list(session.execute(statement, rows).scalars())
-    # SQLite cannot batch an ordered INSERT ... RETURNING, so one plain executemany it is.
+    # SQLite cannot batch an ordered INSERT ... RETURNING, so one plain executemany it is,
+    # of values already in their stored form: SQLAlchemy's per-value type processing
+    # (JSON, UtcDateTime, DATETIME) cost three times the insert itself. The SQL goes through
+    # the same connection and transaction, so errors (IntegrityError) are SQLAlchemy's.
     # The write transaction began IMMEDIATE and holds the database lock, so the rows got
     # consecutive rowids ending at last_insert_rowid().
-    session.execute(insert(feedback), rows)
-    last = session.execute(text("SELECT last_insert_rowid()")).scalar_one()
+    received = _sqlite_time(rows[0]["received_at"])
+    connection.exec_driver_sql(_SQLITE_INSERT, [_sqlite_values(row, received) for row in rows])
+    last: int = connection.exec_driver_sql("SELECT last_insert_rowid()").scalar_one()
     return list(range(last - len(rows) + 1, last + 1))
+
+
+_COLUMNS = (
+    "project_id", "interaction_id", "kind", "payload", "input", "user_id", "timestamp",
+    "received_at", "idempotency_key", "difficulty", "reward", "metadata",
+)  # fmt: skip
+_SQLITE_INSERT = (
+    f"INSERT INTO feedback ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
+)
+
+
+def _sqlite_values(row: dict[str, Any], received: str) -> tuple[Any, ...]:
+    """A `_row` as SQLite stores it through the mapped types: JSON text from the engine's
+    serializer (None as 'null', as the JSON type writes it) and UTC times as text."""
+    stamp = row["timestamp"]
+    return (
+        row["project_id"],
+        row["interaction_id"],
+        row["kind"],
+        dump_json(row["payload"]),
+        dump_json(row["input"]),
+        row["user_id"],
+        received if stamp is row["received_at"] else _sqlite_time(stamp),
+        received,
+        row["idempotency_key"],
+        row["difficulty"],
+        row["reward"],
+        dump_json(row["metadata"]),
+    )
+
+
+def _sqlite_time(moment: datetime) -> str:
+    """What UtcDateTime writes on SQLite: the UTC moment, without offset, in SQLAlchemy's
+    DATETIME storage format (which its reads parse back)."""
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime given to the store; attach a timezone")
+    utc = moment if moment.tzinfo is UTC else moment.astimezone(UTC)
+    return utc.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _known_keys(
@@ -126,14 +175,15 @@ def _known_keys(
 ) -> dict[str, tuple[int, float]]:
     keys = list({e.idempotency_key for e in events if e.idempotency_key is not None})
     known: dict[str, tuple[int, float]] = {}
+    f = table(Feedback)  # Core columns: the ORM's row handling costs more than the query
     for start in range(0, len(keys), _IN_CHUNK):
         rows = session.execute(
-            select(Feedback.idempotency_key, Feedback.id, Feedback.reward).where(
-                Feedback.project_id == project_id,
-                Feedback.idempotency_key.in_(keys[start : start + _IN_CHUNK]),
+            select(f.c.idempotency_key, f.c.id, f.c.reward).where(
+                f.c.project_id == project_id,
+                f.c.idempotency_key.in_(keys[start : start + _IN_CHUNK]),
             )
         )
-        known.update({row.idempotency_key: (row.id, row.reward) for row in rows})
+        known.update({key: (id_, reward) for key, id_, reward in rows})
     return known
 
 
@@ -149,7 +199,7 @@ def _check(
     event: EventEnvelope,
     policy: RewardPolicy,
     referenced: set[str],
-    outputs: dict[str, Any],
+    ranked: dict[str, list[str] | None],
     now: datetime,
 ) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
@@ -173,10 +223,10 @@ def _check(
             problems.append(
                 ("value", f"rating {event.value:g} is off the scale {scale.min:g}..{scale.max:g}")
             )
-    if isinstance(event, SelectionEvent) and event.interaction_id in outputs:
-        shown = shown_item_ids(outputs[event.interaction_id])
+    if isinstance(event, SelectionEvent) and event.interaction_id is not None:
+        shown = ranked.get(event.interaction_id)
         if shown is not None:
-            unseen = [i for i in event.selected + event.rejected if i not in set(shown)]
+            unseen = [i for i in event.selected + event.rejected if i not in shown]
             if unseen:
                 problems.append(("selected", f"items not shown in interaction: {unseen[:5]}"))
     return problems
@@ -186,14 +236,14 @@ def _row(
     project_id: int,
     event: EventEnvelope,
     policy: RewardPolicy,
-    outputs: dict[str, Any],
+    ranked: dict[str, list[str] | None],
     now: datetime,
 ) -> dict[str, Any]:
     payload = payload_of(event)
     kind = payload_kind(event)
     difficulty = event.difficulty
     if difficulty is None and isinstance(event, SelectionEvent) and event.interaction_id:
-        difficulty = selection_difficulty(event, outputs.get(event.interaction_id))
+        difficulty = _difficulty(event, ranked.get(event.interaction_id))
     return {
         "project_id": project_id,
         "interaction_id": event.interaction_id,
@@ -219,7 +269,10 @@ def payload_kind(event: EventEnvelope) -> str:
 
 def selection_difficulty(event: SelectionEvent, output: Any) -> float | None:
     """How far down the ranking the user had to go: 0 when every pick was ranked first."""
-    shown = shown_item_ids(output)
+    return _difficulty(event, shown_item_ids(output))
+
+
+def _difficulty(event: SelectionEvent, shown: list[str] | None) -> float | None:
     if not shown or not event.selected:
         return None
     last = max(1, len(shown) - 1)

@@ -20,7 +20,9 @@ from sqlalchemy.engine import make_url
 from fineloop.config import Settings
 
 
-def _dumps(value: Any) -> str:
+def dump_json(value: Any) -> str:
+    """JSON text as the store writes it in JSON columns (bulk inserts that bypass the
+    column types write the same text)."""
     # orjson is several times faster than json.dumps on the JSON columns of a big batch;
     # the standard library takes what orjson refuses (integers past 64 bits).
     try:
@@ -58,7 +60,7 @@ def build_engine(settings: Settings) -> Engine:
             pool_pre_ping=True,
             pool_size=10,
             max_overflow=20,
-            json_serializer=_dumps,
+            json_serializer=dump_json,
             json_deserializer=_loads,
         )
     if url.database and url.database != ":memory:":
@@ -66,7 +68,7 @@ def build_engine(settings: Settings) -> Engine:
     engine = create_engine(
         url,
         connect_args={"timeout": 30, "check_same_thread": False},
-        json_serializer=_dumps,
+        json_serializer=dump_json,
         json_deserializer=_loads,
     )
     _tune_sqlite(engine, settings.sqlite_synchronous)
