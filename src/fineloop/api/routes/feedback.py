@@ -9,7 +9,6 @@ from fastapi import APIRouter, Body, Path, Query, Request, Response, status
 from sqlalchemy import select
 
 from fineloop.api.deps import Admin, Ingest, SettingsDep, StoreDep, check_batch_size
-from fineloop.api.jsonbody import JsonBodyRoute
 from fineloop.api.responses import CHANGE, KEYED
 from fineloop.errors import NotFound
 from fineloop.feedback.events import FeedbackEvent, FeedbackKind
@@ -21,13 +20,7 @@ from fineloop.store.projects import get_project, policy_of
 from fineloop.store.schema import Feedback
 from fineloop.validation import INT64_MAX
 
-# Batches of thousands of events: their bodies are read with orjson (same values, same errors).
-router = APIRouter(
-    prefix="/v1/projects/{project}/feedback",
-    tags=["feedback"],
-    responses=KEYED,
-    route_class=JsonBodyRoute,
-)
+router = APIRouter(prefix="/v1/projects/{project}/feedback", tags=["feedback"], responses=KEYED)
 
 
 @router.post(
