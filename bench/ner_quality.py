@@ -29,9 +29,14 @@ Case "feedback": one turn of the loop on a live server (see `_ner_loop.py`): 10%
 reviewed extractions of 20% sent as edit corrections, online adaptation measured on the
 next 20%, retrain; plain continues the 10% model on the gold spans.
 
-    .venv/bin/python bench/ner_quality.py                 # ~25 min on 2 shared cores
-    .venv/bin/python bench/ner_quality.py --quick         # a smoke run, ~4 min
-    .venv/bin/python bench/ner_quality.py --cases wnut17 --epochs 5 --max-length 256
+Defaults: 1,000 train sentences, 2 epochs, lr 1e-4, batch 16, max_length 128; the
+feedback case slices the first 1,500. `--full`: all 3,291 distinct train sentences and
+3 epochs in both cases.
+
+    .venv/bin/python bench/ner_quality.py                  # ~25 min on 2 busy cores
+    .venv/bin/python bench/ner_quality.py --no-unweighted  # ~19 min: the committed run
+    .venv/bin/python bench/ner_quality.py --full           # ~45 min for the wnut17 case alone
+    .venv/bin/python bench/ner_quality.py --quick          # a smoke run
 """
 
 from __future__ import annotations
