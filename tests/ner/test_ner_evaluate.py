@@ -22,7 +22,7 @@ GOLD = [
 
 
 def test_gold_against_itself_scores_one() -> None:
-    metrics, per_example = score(TEXTS, GOLD, GOLD, TYPES)
+    metrics, per_example, _ = score(TEXTS, GOLD, GOLD, TYPES)
     assert metrics["f1"] == metrics["precision"] == metrics["recall"] == 1.0
     assert metrics["f1_strict"] == 1.0
     assert metrics["f1_EQUIPMENT"] == metrics["f1_MEASURE"] == 1.0
@@ -36,7 +36,7 @@ def test_misses_boundaries_and_extra_spans() -> None:
         [Span(3, 8, "MEASURE")],  # a span where there is none
         [Span(5, 14, "EQUIPMENT"), Span(18, 28, "EQUIPMENT")],  # boundary, wrong type
     ]
-    metrics, per_example = score(TEXTS, GOLD, predicted, TYPES)
+    metrics, per_example, _ = score(TEXTS, GOLD, predicted, TYPES)
     # 1 of 4 predicted entities right, 1 of 4 gold found.
     assert metrics["precision"] == pytest.approx(0.25) and metrics["recall"] == pytest.approx(0.25)
     assert metrics["f1"] == pytest.approx(0.25)
@@ -47,12 +47,12 @@ def test_misses_boundaries_and_extra_spans() -> None:
 
 def test_a_span_cutting_a_word_counts_as_the_whole_word() -> None:
     cut = [[Span(4, 7, "EQUIPMENT"), Span(16, 21, "MEASURE")], [], GOLD[2]]  # "pum", "0 bar"
-    metrics, _ = score(TEXTS, GOLD, cut, TYPES)
+    metrics, _, _ = score(TEXTS, GOLD, cut, TYPES)
     assert metrics["f1"] == 1.0
 
 
 def test_declared_types_are_always_reported() -> None:
-    metrics, _ = score(["nothing here"], [[]], [[]], [*TYPES, "PART"])
+    metrics, _, _ = score(["nothing here"], [[]], [[]], [*TYPES, "PART"])
     assert metrics["support_PART"] == 0 and metrics["f1_PART"] == 0.0
     assert metrics["f1"] == 0.0  # seqeval: no entity at all scores 0
 

@@ -139,5 +139,7 @@ def gate_decision(comparison: Comparison, policy: TrainingPolicy) -> GateDecisio
         higher_is_better=higher,
         samples=policy.bootstrap_samples,
         seed=policy.seed,
+        candidate_parts=comparison.candidate.ratio_parts,
+        champion_parts=comparison.champion.ratio_parts,
     )
     return decide(comparison.primary, interval, policy.gate_margin, higher)

@@ -112,13 +112,17 @@ class Evaluation:
     the gate and hyperparameter search read it rather than assume. `samples` are a few
     held-out examples with the model's own output, for people to read (the dashboard puts
     base, champion and candidate side by side): each {"input", "reference", "output"}, JSON
-    values, in the split's order, so two models' samples on one split line up."""
+    values, in the split's order, so two models' samples on one split line up.
+    `ratio_parts`, for a primary metric that is a ratio of sums over examples rather than
+    their mean (NER's micro F1 = Σ 2·tp / Σ (gold + predicted)): each example's (numerator,
+    denominator), in the split's order; the gate then bootstraps the ratio itself."""
 
     metrics: dict[str, float]
     primary: str
     per_example: list[float] = field(default_factory=list)
     higher_is_better: bool = True
     samples: list[dict[str, Any]] = field(default_factory=list)
+    ratio_parts: list[tuple[float, float]] = field(default_factory=list)
 
     def improvement(self, other: Evaluation) -> float:
         """How much better this primary score is than `other`'s (negative: worse)."""

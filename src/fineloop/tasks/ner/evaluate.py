@@ -11,10 +11,12 @@ Metrics (seqeval, entity level: an entity counts when its type and words match e
 - per type T: `precision_T`, `recall_T`, `f1_T`, `support_T` (gold entities of T);
   a declared type neither in the gold nor in the output reports zeros.
 
-`per_example`, for the gate's paired bootstrap over texts: each text's own F1,
-2·tp / (gold + predicted entities), and 1.0 for a text where both are empty (nothing to
-find, nothing found). Its mean is not the micro F1 (texts weigh equally), but it moves with
-it and lets two models be compared text by text.
+The gate's paired bootstrap over texts resamples `ratio_parts`, each text's (2·tp,
+gold + predicted entities), and recomputes the micro F1 of every resample: the interval
+is about F1 itself. (A mean of per-text F1s would score an empty text 1.0 for a model that
+finds nothing, and on a corpus of mostly empty texts, such as tweets, promote it.)
+`per_example` keeps each text's own F1, 2·tp / (gold + predicted), 1.0 when both are
+empty, for reading text by text.
 """
 
 from __future__ import annotations
@@ -44,13 +46,14 @@ def evaluate(model: str, snapshot: Path, split: str = "test") -> Evaluation:
     types = options.entity_types
     predicted = NerPredictor(model, tags=options.tags()).extract(rows.texts)
     found = [[_Span.of(s) for s in spans] for spans in predicted]
-    metrics, per_example = score(rows.texts, rows.spans, found, types)
+    metrics, per_example, parts = score(rows.texts, rows.spans, found, types)
     return Evaluation(
         metrics=metrics,
         primary="f1",
         per_example=per_example,
         higher_is_better=True,
         samples=samples(rows.texts, rows.spans, predicted),
+        ratio_parts=parts,
     )
 
 
@@ -90,14 +93,16 @@ def score(
     gold: Sequence[Sequence[SpanLike]],
     predicted: Sequence[Sequence[SpanLike]],
     types: Sequence[str],
-) -> tuple[dict[str, float], list[float]]:
-    """The metrics and per-text F1 of predicted spans against gold ones (module doc)."""
+) -> tuple[dict[str, float], list[float], list[tuple[float, float]]]:
+    """The metrics, per-text F1 and per-text (2·tp, gold + predicted) of predicted spans
+    against gold ones (module doc)."""
     from seqeval.metrics import classification_report, f1_score  # type: ignore[import-untyped]
     from seqeval.scheme import IOB2  # type: ignore[import-untyped]
 
     y_true: list[list[str]] = []
     y_pred: list[list[str]] = []
     per_example: list[float] = []
+    parts: list[tuple[float, float]] = []
     for text, gold_spans, found_spans in zip(texts, gold, predicted, strict=True):
         words = words_of(text)
         true_tags, found_tags = word_tags(words, gold_spans), word_tags(words, found_spans)
@@ -106,6 +111,7 @@ def score(
         ours, theirs = entities(true_tags), entities(found_tags)
         total = len(ours) + len(theirs)
         per_example.append(1.0 if total == 0 else 2 * len(ours & theirs) / total)
+        parts.append((2.0 * len(ours & theirs), float(total)))
     # No entity on either side: seqeval would average nothing (numpy warnings); all zeros.
     some = any(t != "O" for tags in (*y_true, *y_pred) for t in tags)
     report: dict[str, Any] = (
@@ -126,7 +132,7 @@ def score(
         metrics[f"recall_{name}"] = float(row.get("recall", 0.0))
         metrics[f"f1_{name}"] = float(row.get("f1-score", 0.0))
         metrics[f"support_{name}"] = float(row.get("support", 0))
-    return metrics, per_example
+    return metrics, per_example, parts
 
 
 def samples(
