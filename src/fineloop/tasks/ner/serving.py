@@ -2,50 +2,25 @@
 adaptation (adapt.py, adapt_memory.py) while the project's `serving_policy.
 online_adaptation` is on (the default).
 
-A project's gazetteer is read from the store in the background (`hub.background`): on its
-first request, when `feedback_changed` fires (refreshes coalesce: hooks arriving while one
-is queued or running cause at most one more), and every `RECHECK_SECONDS` while served
-(feedback stored by other processes). A request after a hook in this process waits up to
-`HOOK_WAIT_SECONDS` for that refresh, so a correction is applied to the very next request
-(read your writes); otherwise requests never wait on the store. Requests read the
-gazetteer's immutable view, swapped in whole by a refresh.
+A project's gazetteer is read from the store in the background, on its first request, when
+`feedback_changed` fires and every few seconds while served (serving/refreshed_slots.py), so
+a correction is applied to the very next request. Requests read the gazetteer's immutable
+view, swapped in whole by a refresh.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from fineloop.serving.family import PredictorServing
+from fineloop.serving.refreshed_slots import RefreshedSlots
 from fineloop.serving.versions import ProjectRef
 from fineloop.tasks.ner.adapt import MEMORY_SCORE, View, merge, model_only
 from fineloop.tasks.ner.adapt_memory import SpanMemory
 
 if TYPE_CHECKING:
     from fineloop.serving.state import ServingState
-
-log = logging.getLogger("fineloop.serving")
-RECHECK_SECONDS = 5.0
-HOOK_WAIT_SECONDS = 2.0
-MAX_PROJECTS = 64
-
-
-class _Slot:
-    """One project's gazetteer and the state of its refreshes."""
-
-    def __init__(self, project_id: int) -> None:
-        self.memory = SpanMemory(project_id)
-        self.lock = threading.Lock()
-        self.idle = threading.Event()
-        self.idle.set()
-        self.queued = False
-        self.stale = False
-        self.hooked = False  # a hook of this process asked for the pending refresh
-        self.checked_at = -RECHECK_SECONDS
 
 
 class NerServing(PredictorServing):
@@ -54,9 +29,7 @@ class NerServing(PredictorServing):
     def __init__(self, hub: ServingState, memory_score: float = MEMORY_SCORE) -> None:
         super().__init__(hub)
         self.memory_score = memory_score
-        self._lock = threading.Lock()
-        self._slots: OrderedDict[int, _Slot] = OrderedDict()
-        self._names: dict[str, int] = {}
+        self.memories = RefreshedSlots(hub.background, SpanMemory, self._refresh, "spans")
 
     def extract(
         self, project: ProjectRef, predictor: Any, texts: Sequence[str]
@@ -76,69 +49,17 @@ class NerServing(PredictorServing):
         """The gazetteer requests of the project read now (empty with adaptation off)."""
         if not project.policy.online_adaptation:
             return View()
-        return self._fresh(project).memory.view
+        return self.memories.fresh(project).view
 
     def feedback_changed(self, project: str) -> None:
-        with self._lock:
-            project_id = self._names.get(project)
-            slot = None if project_id is None else self._slots.get(project_id)
-        if slot is not None:
-            self._schedule(slot, hooked=True)
+        self.memories.feedback_changed(project)
 
     def refresh_now(self, project: ProjectRef) -> None:
         """Read the project's feedback into its gazetteer here and now (tests)."""
-        self._refresh(self._slot(project))
+        self.memories.refresh_now(project)
 
-    # --- gazetteers ---------------------------------------------------------------------
-    def _slot(self, project: ProjectRef) -> _Slot:
-        with self._lock:
-            slot = self._slots.get(project.id)
-            if slot is None:
-                slot = self._slots[project.id] = _Slot(project.id)
-                while len(self._slots) > MAX_PROJECTS:
-                    self._slots.popitem(last=False)
-            self._slots.move_to_end(project.id)
-            self._names[project.name] = project.id
-            return slot
-
-    def _fresh(self, project: ProjectRef) -> _Slot:
-        """The project's slot; a refresh is started when due, and waited for (briefly)
-        when a hook of this process asked for it, or on the project's first request."""
-        slot = self._slot(project)
-        if time.monotonic() - slot.checked_at > RECHECK_SECONDS:
-            self._schedule(slot, hooked=False)
-        if slot.hooked or (slot.memory.watermark == 0 and not slot.idle.is_set()):
-            slot.idle.wait(HOOK_WAIT_SECONDS)
-        return slot
-
-    def _schedule(self, slot: _Slot, *, hooked: bool) -> None:
-        with slot.lock:
-            slot.stale = True
-            slot.hooked = slot.hooked or hooked
-            slot.checked_at = time.monotonic()
-            if slot.queued:
-                return
-            slot.queued = True
-            slot.idle.clear()
-        self.hub.background.submit(lambda: self._drain(slot))
-
-    def _drain(self, slot: _Slot) -> None:
-        """Refresh until no hook arrived during the last refresh."""
-        while True:
-            with slot.lock:
-                if not slot.stale:
-                    slot.queued, slot.hooked = False, False
-                    slot.idle.set()
-                    return
-                slot.stale = False
-            try:
-                self._refresh(slot)
-            except Exception:
-                log.exception("reading the spans of project %s failed", slot.memory.project_id)
-
-    def _refresh(self, slot: _Slot) -> None:
-        slot.memory.refresh(self.hub.store)
-        slot.checked_at = time.monotonic()
+    def _refresh(self, memory: SpanMemory) -> None:
+        memory.refresh(self.hub.store)
 
 
 def ner_serving(app: Any) -> NerServing:
