@@ -24,12 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
-from sqlalchemy import and_, select
-from sqlalchemy.orm import aliased
 
-from fineloop.serving.watermark import FeedbackWatermark
+from fineloop.serving.watermark import FeedbackWatermark, project_pages, shown_io
 from fineloop.store import Store
-from fineloop.store.schema import Feedback, Interaction
 from fineloop.tasks.generation.prompts import Message, output_text, prompt_key, prompt_messages
 
 log = logging.getLogger("fineloop.serving")
@@ -85,6 +82,7 @@ class CorrectionMemory:
         self.project_id = project_id
         self.max_corrections = max_corrections
         self._watermark = FeedbackWatermark()
+        self._page = project_pages(project_id, ("correction", "thumb"), shown_io, _PAGE)
         self.view = View()
         self._entries: dict[str, Correction] = {}
         self._vectors: dict[int, np.ndarray] = {}  # feedback id -> embedding
@@ -101,35 +99,6 @@ class CorrectionMemory:
         self._bound()
         self.embed(encoder)
         return read
-
-    def _page(self, store: Store, after: int, top: int) -> list[Any]:
-        """Corrections and thumbs of this project in (after, top], oldest first
-        (`project_id + 0` keeps the planner on the primary-key range)."""
-        shown = aliased(Interaction)
-        query = (
-            select(
-                Feedback.id,
-                Feedback.kind,
-                Feedback.payload,
-                Feedback.input,
-                shown.input.label("shown_input"),
-                shown.output.label("shown_output"),
-            )
-            .outerjoin(
-                shown,
-                and_(shown.project_id == Feedback.project_id, shown.id == Feedback.interaction_id),
-            )
-            .where(
-                Feedback.project_id + 0 == self.project_id,
-                Feedback.id > after,
-                Feedback.id <= top,
-                Feedback.kind.in_(("correction", "thumb")),
-            )
-            .order_by(Feedback.id)
-            .limit(_PAGE)
-        )
-        with store.read() as session:
-            return list(session.execute(query))
 
     def _apply(self, row: Any) -> None:
         payload = row.payload if isinstance(row.payload, dict) else {}

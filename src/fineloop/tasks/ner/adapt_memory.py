@@ -16,12 +16,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import and_, select
-from sqlalchemy.orm import aliased
-
-from fineloop.serving.watermark import FeedbackWatermark
+from fineloop.serving.watermark import FeedbackWatermark, project_pages, shown_io
 from fineloop.store import Store
-from fineloop.store.schema import Feedback, Interaction
 from fineloop.tasks.ner.adapt import Entry, Form, View, form_of
 from fineloop.tasks.ner.spans import Span, corrected_spans, spans_of, text_of
 
@@ -38,6 +34,7 @@ class SpanMemory:
         self.project_id = project_id
         self.max_entries = max_entries
         self._watermark = FeedbackWatermark()
+        self._page = project_pages(project_id, ("correction", "label"), shown_io, _PAGE)
         self._entries: dict[Form, Entry] = {}
         self.view = View()
 
@@ -57,35 +54,6 @@ class SpanMemory:
             self._bound()
             self.view = View.of(self._entries)
         return read
-
-    def _page(self, store: Store, after: int, top: int) -> list[Any]:
-        """Corrections and labels of this project in (after, top], oldest first
-        (`project_id + 0` keeps the planner on the primary-key range)."""
-        shown = aliased(Interaction)
-        query = (
-            select(
-                Feedback.id,
-                Feedback.kind,
-                Feedback.payload,
-                Feedback.input,
-                shown.input.label("shown_input"),
-                shown.output.label("shown_output"),
-            )
-            .outerjoin(
-                shown,
-                and_(shown.project_id == Feedback.project_id, shown.id == Feedback.interaction_id),
-            )
-            .where(
-                Feedback.project_id + 0 == self.project_id,
-                Feedback.id > after,
-                Feedback.id <= top,
-                Feedback.kind.in_(("correction", "label")),
-            )
-            .order_by(Feedback.id)
-            .limit(_PAGE)
-        )
-        with store.read() as session:
-            return list(session.execute(query))
 
     def _apply(self, row: Any) -> bool:
         """Learn from one feedback row; True if an entry changed."""

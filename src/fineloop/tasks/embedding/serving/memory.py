@@ -34,13 +34,11 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import and_, select
-from sqlalchemy.orm import aliased
 
-from fineloop.serving.watermark import FeedbackWatermark
+from fineloop.serving.watermark import FeedbackWatermark, project_pages
 from fineloop.store import Store
 from fineloop.store.interactions import shown_item_ids
-from fineloop.store.schema import Feedback, Interaction
+from fineloop.store.schema import Feedback
 from fineloop.tasks.embedding.serving.catalog import Encoder
 
 SOFT = 0.75
@@ -89,6 +87,22 @@ class Judged:
         self.labels = labels
 
 
+def _judged_columns(shown: Any) -> list[Any]:
+    return [
+        Feedback.id,
+        Feedback.kind,
+        Feedback.payload,
+        Feedback.input,
+        Feedback.timestamp,
+        Feedback.reward,
+        Feedback.interaction_id,
+        shown.input.label("interaction_input"),
+        shown.output,
+        shown.variant,
+        shown.interaction_metadata.label("interaction_metadata"),
+    ]
+
+
 class FeedbackMemory:
     """Judged queries of one (project, version) and their embeddings, row-aligned."""
 
@@ -96,6 +110,7 @@ class FeedbackMemory:
         self.project_id = project_id
         self.encoder = encoder
         self._watermark = FeedbackWatermark()
+        self._page = project_pages(project_id, ("selection", "label"), _judged_columns, _PAGE)
         self.entries: list[Judged] = []
         self._position: dict[str, int] = {}
         self._matrix = np.zeros((0, encoder.dimension), dtype=np.float32)
@@ -150,41 +165,6 @@ class FeedbackMemory:
             for row, entry in enumerate(self.entries)
             for item, value in entry.labels.items()
         ]
-
-    def _page(self, store: Store, after: int, top: int) -> list[Any]:
-        """Feedback of this project in (after, top], oldest first. `project_id + 0` keeps
-        the planner on the primary key range: by the project index it would read every
-        event the project ever had, on every refresh."""
-        shown = aliased(Interaction)
-        query = (
-            select(
-                Feedback.id,
-                Feedback.kind,
-                Feedback.payload,
-                Feedback.input,
-                Feedback.timestamp,
-                Feedback.reward,
-                Feedback.interaction_id,
-                shown.input.label("interaction_input"),
-                shown.output,
-                shown.variant,
-                shown.interaction_metadata.label("interaction_metadata"),
-            )
-            .outerjoin(
-                shown,
-                and_(shown.project_id == Feedback.project_id, shown.id == Feedback.interaction_id),
-            )
-            .where(
-                Feedback.project_id + 0 == self.project_id,
-                Feedback.id > after,
-                Feedback.id <= top,
-                Feedback.kind.in_(("selection", "label")),
-            )
-            .order_by(Feedback.id)
-            .limit(_PAGE)
-        )
-        with store.read() as session:
-            return list(session.execute(query))
 
     def _apply(self, row: Any, fresh: dict[str, Judged]) -> Judged | None:
         payload = row.payload or {}
