@@ -97,6 +97,15 @@ class Settings(BaseSettings):
         "build or model load that is not finished; past it the answer is 503 with "
         "Retry-After and the build's progress (the SDK waits and retries).",
     )
+    ann_min_items: int | None = Field(
+        default=200_000,
+        ge=1,
+        description="From this many items a project's search index is approximate: FAISS "
+        "IVF (about 2 sqrt(n) lists, fp16 codes, candidates rescored from float32) with "
+        "nprobe tuned so recall@10 against exact search is >= 0.98, measured on the "
+        "project's recent queries (else on item vectors). Below it search is exact. None "
+        "keeps every index exact (memory and latency grow with the catalog).",
+    )
     routing_refresh_seconds: float = Field(
         default=0.5,
         ge=0,

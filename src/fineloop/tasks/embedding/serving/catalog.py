@@ -24,6 +24,7 @@ from fineloop.store import Store
 from fineloop.store.schema import Item
 from fineloop.tasks.embedding.serving.index import VectorIndex
 from fineloop.tasks.embedding.serving.persist import VectorCache, text_key
+from fineloop.tasks.embedding.serving.queries import recent_queries
 
 _PAGE = 2_000
 _ENCODE_CHUNK = 256  # the predictor's lock is released between chunks: queries get in
@@ -54,12 +55,13 @@ class Catalog:
         version: VersionRef,
         encoder: Encoder,
         cache: VectorCache | None = None,
+        ann_min_items: int | None = None,
     ) -> None:
         self.project_id = project_id
         self.version = version
         self.encoder = encoder
         self.cache = cache
-        self.index = VectorIndex(encoder.dimension)
+        self.index = VectorIndex(encoder.dimension, ann_min_items)
         self.texts: dict[int, str] = {}
         self.updated: dict[int, datetime] = {}
         self.keys: dict[int, int] = {}  # row -> text hash, for the on-disk cache
@@ -101,6 +103,7 @@ class Catalog:
                 break
             self._apply(rows)
             after = rows[-1].row
+        self.index.settle(recent_queries(store, self.project_id, self.encoder))
         self.synced_at = time.monotonic()
 
     def refresh(self, store: Store, item_ids: Iterable[str]) -> int:
@@ -139,6 +142,7 @@ class Catalog:
         stale = [item_id for row, (item_id, at) in current.items() if self.updated.get(row) != at]
         self._remove([row for row in list(self.updated) if row not in current])
         changed = self.refresh(store, stale) if stale else 0
+        self.index.settle(recent_queries(store, self.project_id, self.encoder))
         self.synced_at = time.monotonic()
         return changed
 

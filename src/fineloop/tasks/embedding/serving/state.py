@@ -146,7 +146,9 @@ class EmbeddingServing:
             builds = [b for (p, _), b in self._builds.items() if p == project.id]
             active = self._active.get(project.id)
             building = {v for p, v in self._building if p == project.id}
-        versions = [b.public() | {"building": b.version.id in building} for b in builds]
+        versions = [
+            b.public() | {"building": b.version.id in building} | _index_info(b) for b in builds
+        ]
         if all(b.version.id != champion.id for b in builds):
             versions.append({"version": champion.label, "state": "not_built", "progress": 0.0})
         labels = {b.version.id: b.version.label for b in builds}
@@ -256,7 +258,7 @@ class EmbeddingServing:
             cache = VectorCache.for_version(
                 self.settings, project.name, version.number, version.id, predictor.dimension
             )
-            catalog = Catalog(project.id, version, predictor, cache)
+            catalog = Catalog(project.id, version, predictor, cache, self.settings.ann_min_items)
             catalog.applied_seq = seq
             build.work, build.state = catalog, "indexing"
             catalog.load_all(self.store)
@@ -361,6 +363,13 @@ class EmbeddingServing:
     def _cached_query(self, version_id: int, interaction_id: str) -> np.ndarray | None:
         with self._lock:
             return self._queries.get((version_id, interaction_id))
+
+
+def _index_info(build: Build) -> dict[str, Any]:
+    """The built index's kind (exact or ivf) with its nprobe and measured recall@10."""
+    if build.state != "ready" or not isinstance(build.work, Catalog):
+        return {}
+    return {"index": build.work.index.info()}
 
 
 def embedding_serving(app: Any) -> EmbeddingServing:
