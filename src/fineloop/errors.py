@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class FineloopError(Exception):
@@ -109,6 +113,17 @@ def field_path(loc: tuple[object, ...] | list[object], error_type: str = "") -> 
     if parts and parts[0] in KIND_TAGS:
         parts = parts[1:]
     return ".".join(parts)
+
+
+def validated(model: type[M], values: Any, prefix: str = "") -> M:
+    """`values` as a `model`; the first problem becomes one `Invalid` naming the field
+    (`prefix` + its dotted path, e.g. "train.lr") in its message and its `field`."""
+    try:
+        return model.model_validate(values)
+    except ValidationError as error:
+        first = error.errors()[0]
+        name = prefix + field_path(first["loc"], first["type"])
+        raise Invalid(f"{name}: {error_message(first)}", field=name) from None
 
 
 @dataclass(frozen=True)

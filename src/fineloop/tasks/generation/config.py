@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from fineloop.errors import Invalid, error_message, field_path
+from fineloop.errors import validated
 
 # Metric name -> whether higher is better. `evaluate` reports every one it can compute.
 METRICS: dict[str, bool] = {
@@ -138,13 +138,7 @@ class GenerationTrainConfig(BaseModel):
     @classmethod
     def parse(cls, overrides: dict[str, Any]) -> GenerationTrainConfig:
         """Validate a project's overrides; bad values become one `Invalid` naming the field."""
-        try:
-            return cls.model_validate(overrides)
-        except ValidationError as error:
-            first = error.errors()[0]
-            name = field_path(first["loc"], first["type"])
-            message = error_message(first)
-            raise Invalid(f"train.{name}: {message}", field=f"train.{name}") from None
+        return validated(cls, overrides, "train.")
 
 
 def as_config(config: BaseModel) -> GenerationTrainConfig:
