@@ -65,6 +65,17 @@ class NullSink:
         return False
 
 
+def stop_if_cancelled(sink: ProgressSink, control: Any) -> bool:
+    """True once the sink's job was cancelled, after telling a transformers `Trainer`
+    (its `TrainerControl`) to stop at once, saving and evaluating nothing more."""
+    if not sink.cancelled():
+        return False
+    control.should_training_stop = True
+    control.should_save = False
+    control.should_evaluate = False
+    return True
+
+
 @dataclass(frozen=True)
 class BuiltSnapshot:
     """A dataset written to `path`; `id` is the hash of its content (and project)."""

@@ -11,7 +11,7 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from fineloop.tasks.base import ProgressSink
+from fineloop.tasks.base import ProgressSink, stop_if_cancelled
 
 # What TRL logs that is worth a chart: the loss everywhere; DPO/KTO reward margins and
 # accuracies (how often the chosen reply beats the rejected one), KTO's KL estimate.
@@ -41,11 +41,8 @@ class StageCallback(TrainerCallback):
         total = max(state.max_steps, 1)
         done = (self.index + min(state.global_step / total, 1.0)) / len(self.stages)
         self.sink.progress(done, f"{self.stage}: step {state.global_step}/{total}")
-        if self.sink.cancelled():
+        if stop_if_cancelled(self.sink, control):
             self.cancelled = True
-            control.should_training_stop = True
-            control.should_save = False
-            control.should_evaluate = False
 
     def on_log(
         self,

@@ -24,7 +24,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from fineloop.tasks.base import ProgressSink
+from fineloop.tasks.base import ProgressSink, stop_if_cancelled
 from fineloop.tasks.ner.align import IGNORE
 
 
@@ -128,11 +128,8 @@ class SinkCallback(TrainerCallback):
         self.sink.progress(
             min(state.global_step / total, 1.0) * 0.95, f"step {state.global_step}/{total}"
         )
-        if self.sink.cancelled():
+        if stop_if_cancelled(self.sink, control):
             self.cancelled = True
-            control.should_training_stop = True
-            control.should_save = False
-            control.should_evaluate = False
 
     def on_log(
         self,
