@@ -1,7 +1,7 @@
 """What the generation benchmarks share: the base model, the datasets and their splits, a
 fineloop training job on a temporary SQLite store, the bare TRL settings that mirror
-fineloop's, scoring of preference pairs, a paired bootstrap, and child processes whose
-peak memory is their own.
+fineloop's, scoring of preference pairs and a paired bootstrap (child processes, whose
+peak memory is their own: _child.py).
 
 The base is SmolLM2-135M-Instruct prepared with `fineloop models prepare
 smollm2-135m-instruct`; every script takes its folder as `--model` and points
@@ -13,9 +13,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import resource
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -30,7 +27,6 @@ DATASETS = Path(
 )
 DEFAULT_MODEL = Path(".fineloop/models/smollm2-135m-instruct")
 PROJECT = "bench"
-RESULT_MARK = "RESULT "
 Messages = list[dict[str, str]]
 
 
@@ -46,23 +42,10 @@ def use_model(path: str | Path) -> str:
     return str(folder)
 
 
-def set_threads(threads: int) -> None:
-    """torch/OpenMP threads for this process and its children, set before torch loads.
-    The 2 cores here are shared with other processes: with 2 threads each, OpenMP's
-    barriers made a SmolLM2 training step ~8x slower than with 1 (measured 24 s vs 3 s)."""
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[name] = str(threads)
-
-
 def add_threads_option(parser: Any) -> None:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads per process (both sides)."
     )
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 # --- datasets -------------------------------------------------------------------------
@@ -328,29 +311,3 @@ def bootstrap_ci(
     means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(samples))
     low, high = means[int(0.025 * samples)], means[int(0.975 * samples) - 1]
     return sum(values) / n, low, high
-
-
-# --- child processes -------------------------------------------------------------------
-
-
-def run_child(script: str, args: Sequence[str], timeout: float = 1800) -> dict[str, Any]:
-    """Run `python bench/<script> <args>` and return the JSON it prints after RESULT_MARK."""
-    path = Path(__file__).resolve().parent / script
-    done = subprocess.run(
-        [sys.executable, str(path), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=os.environ.copy(),
-    )
-    for line in reversed(done.stdout.splitlines()):
-        if line.startswith(RESULT_MARK):
-            result: dict[str, Any] = json.loads(line[len(RESULT_MARK) :])
-            return result
-    raise RuntimeError(
-        f"{script} {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
-    )
-
-
-def print_result(result: dict[str, Any]) -> None:
-    print(RESULT_MARK + json.dumps(result), flush=True)

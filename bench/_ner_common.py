@@ -1,6 +1,6 @@
 """What the NER benchmarks share: WNUT-17 read as published, a fineloop snapshot made from
 it through the `conll` import converter and the NER builder's row mapping, one scorer for
-every model (entity-level seqeval on the published tokens), and child processes.
+every model (entity-level seqeval on the published tokens); child processes: _child.py.
 
 Scoring is the same for every side: a model's character spans on a sentence (its tokens
 joined by single spaces, as the `conll` converter writes the text) become one BIO tag per
@@ -15,9 +15,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import resource
-import subprocess
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,7 +28,6 @@ WNUT_FILES = {
     "test": "emerging.test.annotated",
 }
 SEED = 13  # fineloop's default training seed: every side uses it
-RESULT_MARK = "RESULT "
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
 
@@ -46,17 +42,6 @@ def minilm_path() -> str:
     from fineloop.tasks.embedding.config import packaged_minilm_path
 
     return packaged_minilm_path()
-
-
-def set_threads(threads: int) -> None:
-    """torch/OpenMP threads for this process and its children, set before torch loads."""
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[name] = str(threads)
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 # --- data -------------------------------------------------------------------------------
@@ -265,29 +250,3 @@ def predict_tags(model: str, sentences: Sequence[Sentence]) -> list[list[str]]:
     predictor = NerPredictor(model, batch_size=32)
     spans = predictor.extract([s.text for s in sentences])
     return [tags_from_spans(s, found) for s, found in zip(sentences, spans, strict=True)]
-
-
-# --- child processes ------------------------------------------------------------------
-
-
-def run_child(script: str, args: Sequence[str], timeout: float = 3600) -> dict[str, Any]:
-    """Run `python bench/<script> <args>` and return the JSON it prints after RESULT_MARK."""
-    path = Path(__file__).resolve().parent / script
-    done = subprocess.run(
-        [sys.executable, str(path), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=os.environ.copy(),
-    )
-    for line in reversed(done.stdout.splitlines()):
-        if line.startswith(RESULT_MARK):
-            result: dict[str, Any] = json.loads(line[len(RESULT_MARK) :])
-            return result
-    raise RuntimeError(
-        f"{script} {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
-    )
-
-
-def print_result(result: dict[str, Any]) -> None:
-    print(RESULT_MARK + json.dumps(result), flush=True)

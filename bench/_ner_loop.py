@@ -26,13 +26,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _child import run_child
 from _ner_common import (
     WNUT_TYPES,
     Sentence,
     bootstrap_f1_difference,
     minilm_path,
     predict_tags,
-    run_child,
     save_sentences,
     score,
     tags_from_spans,
@@ -223,7 +223,7 @@ def feedback_case(
         save_sentences(work / "plain-train.json", seed_part + reviewed)
         save_sentences(work / "test.json", test)
         (work / "plain.json").write_text(json.dumps(plain_spec))
-        plain_run = run_child("ner_plain.py", [str(work / "plain.json")])
+        plain_run = run_child("ner_plain.py", [str(work / "plain.json")], timeout=3600)
         plain_test = score(test, plain_run["tags"])
 
     f1 = {

@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from _child import set_threads
 from _generation_common import (
     DEFAULT_MODEL,
     Pair,
@@ -46,7 +47,6 @@ from _generation_common import (
     import_and_train,
     load_base,
     preference_margins,
-    set_threads,
     train_runtime,
     use_model,
     workspace,

@@ -26,12 +26,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from _child import set_threads
 from _generation_common import (
     DEFAULT_MODEL,
     PROJECT,
     add_threads_option,
     seed_tasks,
-    set_threads,
     use_model,
 )
 from common import machine_facts, median, print_table, ratio, running_server, write_results

@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _ner_common import load_sentences, peak_rss_mb, print_result, set_threads
+from _child import peak_rss_mb, print_result, set_threads
+from _ner_common import load_sentences
 
 IGNORE = -100
 

@@ -51,6 +51,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from _child import peak_rss_mb, print_result, run_child, set_threads
 from _ner_common import (
     SEED,
     WNUT_TYPES,
@@ -59,14 +60,10 @@ from _ner_common import (
     distinct,
     load_sentences,
     minilm_path,
-    peak_rss_mb,
     predict_tags,
-    print_result,
     published_snapshot,
-    run_child,
     save_sentences,
     score,
-    set_threads,
     wnut17,
 )
 from common import comparison_row, machine_facts, print_table, ratio, write_results
@@ -233,14 +230,14 @@ def wnut_case(args: argparse.Namespace, data: dict[str, list[Sentence]]) -> dict
                 spec |= {"train": str(work / "train.json"), "test": str(work / "test.json")}
                 path = folder / "spec.json"
                 path.write_text(json.dumps(spec))
-                runs[side] = run_child("ner_plain.py", [str(path)])
+                runs[side] = run_child("ner_plain.py", [str(path)], timeout=3600)
             else:
                 spec = {name: str(work / f"{name}.json") for name in data}
                 spec |= {"base": minilm_path(), "work": str(folder)}
                 spec |= {"overrides": overrides(args, **extra)}
                 path = folder / "spec.json"
                 path.write_text(json.dumps(spec))
-                runs[side] = run_child("ner_quality.py", ["--child", str(path)])
+                runs[side] = run_child("ner_quality.py", ["--child", str(path)], timeout=3600)
             scored[side] = score(test, runs[side].pop("tags"))
             print(f"[wnut17] {side}: test f1 {scored[side]['metrics']['f1']:.4f}", flush=True)
     finally:

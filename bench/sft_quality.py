@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from _child import set_threads
 from _generation_common import (
     DEFAULT_MODEL,
     SeedTask,
@@ -45,7 +46,6 @@ from _generation_common import (
     load_base,
     load_scoring_model,
     seed_tasks,
-    set_threads,
     train_runtime,
     use_model,
     workspace,

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from _child import peak_rss_mb, print_result, run_child, set_threads
 from _generation_common import (
     DEFAULT_MODEL,
     add_threads_option,
@@ -35,11 +36,7 @@ from _generation_common import (
     chat_lines,
     import_and_train,
     load_base,
-    peak_rss_mb,
-    print_result,
-    run_child,
     seed_tasks,
-    set_threads,
     snapshot_folder,
     train_runtime,
     use_model,
@@ -220,7 +217,7 @@ def main() -> None:
                 order = ("fineloop", "plain")  # the job writes the rows the bare run reads
             for side in order:
                 kind = "job" if side == "fineloop" else "bare"
-                result = run_child("sft_throughput.py", [*common, "--child", kind])
+                result = run_child("sft_throughput.py", [*common, "--child", kind], timeout=1800)
                 runs[side].append(result)
                 print(
                     f"round {round_} {side:8s} wall {result['wall_s']:.1f}s fit "
