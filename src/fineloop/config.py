@@ -116,6 +116,26 @@ class Settings(BaseSettings):
         "through this process is served at once. 0 checks on every request (one one-row "
         "read).",
     )
+    interaction_journal: bool = Field(
+        default=True,
+        description="Served requests (search, select, generate, extract…) journal their "
+        "interaction to a file under data_dir and answer at once; a background thread "
+        "stores the journal in one transaction per interval. A killed server loses none "
+        "(the next start replays them); off: each request stores its own before answering.",
+    )
+    interaction_flush_seconds: float = Field(
+        default=0.02,
+        ge=0,
+        le=3600,
+        description="How long the interaction journal gathers before one store write. A "
+        "server sharing the database sees a journaled interaction within about this long; "
+        "this server sees it at once.",
+    )
+    interaction_journal_fsync: bool = Field(
+        default=False,
+        description="fsync each journal append, so an interaction survives power loss too "
+        "(not only a crash of the server), at the cost of one disk sync per request.",
+    )
     max_embedding_inputs: int = Field(
         default=2048,
         ge=1,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from sqlalchemy.exc import IntegrityError
 
+from fineloop.errors import BatchRejected
 from fineloop.feedback.events import EventEnvelope
-from fineloop.feedback.ingest import Stored, ingest
+from fineloop.feedback.ingest import UNKNOWN_INTERACTION, Stored, ingest
 from fineloop.schemas import InteractionCreate, ItemIn
 from fineloop.store import Store
 from fineloop.store.interactions import log_interactions
@@ -15,17 +17,34 @@ from fineloop.store.items import upsert_items
 from fineloop.store.projects import get_project
 
 
-def store_feedback(store: Store, project: str, events: Sequence[EventEnvelope]) -> list[Stored]:
+def store_feedback(
+    store: Store,
+    project: str,
+    events: Sequence[EventEnvelope],
+    *,
+    late_interactions_wait: float = 0.0,
+) -> list[Stored]:
     """Store a batch all-or-nothing. A concurrent writer that used the same idempotency key
-    first makes the insert fail; the retry then finds its row and returns that id."""
-    for attempt in range(3):
+    first makes the insert fail; the retry then finds its row and returns that id. An event
+    on an interaction this store does not hold yet is tried once more after
+    `late_interactions_wait` seconds: another server may have journaled it a moment ago."""
+    waited = late_interactions_wait <= 0
+    attempt = 0
+    while True:
         try:
             with store.write() as session:
                 return ingest(session, get_project(session, project), events)
         except IntegrityError:
-            if attempt == 2:
+            attempt += 1
+            if attempt == 3:
                 raise
-    raise AssertionError("unreachable")
+        except BatchRejected as rejected:
+            if waited or not any(
+                error.message.startswith(UNKNOWN_INTERACTION) for error in rejected.errors
+            ):
+                raise
+            waited = True
+            time.sleep(late_interactions_wait)
 
 
 def store_interactions(

@@ -29,6 +29,7 @@ from fineloop.api.routes import (
 )
 from fineloop.api.throttle import FailureThrottle
 from fineloop.config import Settings, get_settings
+from fineloop.serving.journal import attach
 from fineloop.store import Store
 from fineloop.tasks import available, get_task
 from fineloop.web import routes as web_routes
@@ -50,6 +51,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.state.store = store
     app.state.keys = KeyCache(store)
     app.state.auth_failures = FailureThrottle(settings.auth_failures_per_minute)
+    journal = attach(store, settings)  # served interactions: journaled, stored in batches
+    if journal is not None:
+        app.router.on_shutdown.append(journal.close)
     errors.install(app)
     for module in (health, projects, items, interactions, feedback, transfer, keys):
         app.include_router(module.router)

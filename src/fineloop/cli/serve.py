@@ -39,6 +39,7 @@ def serve(
     from fineloop.demo import ensure_demo_project
     from fineloop.jobs.triggers import TriggerLoop
     from fineloop.jobs.worker import Worker
+    from fineloop.serving.journal import journal_of
 
     settings = load_settings(config)
     store = Store.open(settings)
@@ -70,6 +71,9 @@ def serve(
         f"API docs: http://{host}:{port}/docs"
     )
     app = create_app(settings, store)
+    journal = journal_of(store)
+    if journal is not None:  # interactions a killed server had journaled reach the store
+        journal.start()
     worker = Worker(store, settings)  # runs queued jobs; never started with --no-worker
     app.state.worker = worker
     for job_id in worker.start() if run_worker else []:

@@ -38,6 +38,8 @@ from fineloop.tasks import get_task
 
 CLOCK_SKEW = timedelta(minutes=5)
 _IN_CHUNK = 500
+UNKNOWN_INTERACTION = "unknown interaction"  # may be journaled by another server: see below
+
 # Events checked against what their interaction showed (its input and output are loaded).
 _CHECKED_AGAINST_SHOWN = (SelectionEvent, LabelEvent, CorrectionEvent)
 
@@ -213,7 +215,7 @@ def _check(
         ]
     for field, interaction_id in references:
         if interaction_id and interaction_id not in referenced:
-            problems.append((field, f"unknown interaction {interaction_id!r} in this project"))
+            problems.append((field, f"{UNKNOWN_INTERACTION} {interaction_id!r} in this project"))
     needs_anchor = not isinstance(event, PreferenceEvent)
     if needs_anchor and event.interaction_id is None and event.input is None:
         problems.append(("interaction_id", "give the interaction_id, or the input it is about"))

@@ -1,17 +1,20 @@
 """Logging what a served request showed, the same way for every family: one interaction
 with its input and output, the version and rollout variant that answered, the user and the
-latency, so feedback can attach to it and rollouts can count it."""
+latency, so feedback can attach to it and rollouts can count it. With the interaction
+journal on (the default) the request only appends to it (serving/journal.py)."""
 
 from __future__ import annotations
 
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from fineloop.operations import store_interactions
 from fineloop.rollouts.routing import Routed
 from fineloop.schemas import InteractionCreate
+from fineloop.serving.journal import journal_of
 from fineloop.store import Store
 
 
@@ -26,7 +29,7 @@ def log_interaction(
     started: float,
     interaction_id: str | None = None,
 ) -> str:
-    """Store the interaction (durable before the response leaves) and return its id.
+    """Log the interaction (durable before the response leaves) and return its id.
     `started`: `time.perf_counter()` when the request began."""
     (logged,) = log_interactions(
         store,
@@ -59,6 +62,23 @@ def log_interactions(
         extra["rollout"] = routed.note
     latency = round((time.perf_counter() - started) * 1000, 3)
     chosen = list(ids) if ids is not None else [uuid.uuid4().hex for _ in shown]
+    journal = journal_of(store)
+    if journal is not None:  # the request's outputs were built by the server: valid as is
+        created = datetime.now(UTC).isoformat()
+        common = {
+            "model_version": served.version.label,
+            "variant": routed.variant,
+            "user_id": user_id,
+            "latency_ms": latency,
+            "metadata": extra,
+            "created_at": created,
+        }
+        rows = [
+            {"id": interaction_id, "input": input, "output": output, **common}
+            for interaction_id, (input, output) in zip(chosen, shown, strict=True)
+        ]
+        journal.append(served.project.name, rows)
+        return chosen
     specs = [
         InteractionCreate(
             id=interaction_id,

@@ -1,9 +1,12 @@
 """`Store`: an engine, migrated on open, with read and write sessions; `epoch` tells serving
-whether what it resolves per request changed (store/epoch.py)."""
+whether what it resolves per request changed (store/epoch.py); `before_session` hooks run
+before a thread's outermost session opens (the interaction journal flushes there, so a
+process always reads its own writes: serving/journal.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Engine
@@ -23,6 +26,8 @@ class Store:
         self.epoch = Epoch()
         self.epoch.watch(self._read)
         self.epoch.watch(self._write)
+        self.before_session: list[Callable[[], None]] = []
+        self._depth = threading.local()
 
     @classmethod
     def open(cls, settings: Settings, *, migrate_schema: bool = True) -> Store:
@@ -33,14 +38,28 @@ class Store:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        with self._read() as session:
+        with self._outermost(), self._read() as session:
             yield session
 
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A transaction that commits on success and rolls back on any error."""
-        with self._write() as session, session.begin():
+        with self._outermost(), self._write() as session, session.begin():
             yield session
+
+    @contextmanager
+    def _outermost(self) -> Iterator[None]:
+        """Run the hooks before a thread's first session only: a nested session must not
+        write (SQLite's one writer may be this thread's own open transaction)."""
+        depth: int = getattr(self._depth, "value", 0)
+        if depth == 0:
+            for hook in self.before_session:
+                hook()
+        self._depth.value = depth + 1
+        try:
+            yield
+        finally:
+            self._depth.value = depth
 
     def close(self) -> None:
         self.engine.dispose()

@@ -43,7 +43,7 @@ def post_one(
     request: Request,
 ) -> FeedbackAck:
     """Store one event. 201 when stored, 200 when its idempotency key was seen before."""
-    stored = store_feedback(store, project, [event])[0]
+    stored = store_feedback(store, project, [event], late_interactions_wait=_late(request))[0]
     feedback_changed(request.app, project)
     if not stored.created:
         response.status_code = status.HTTP_200_OK
@@ -56,10 +56,16 @@ def post_batch(
 ) -> BatchAck:
     """Store up to 10,000 events: all of them, or (422, with the invalid rows) none."""
     check_batch_size(len(body.events), settings)
-    stored = store_feedback(store, project, body.events)
+    stored = store_feedback(store, project, body.events, late_interactions_wait=_late(request))
     feedback_changed(request.app, project)
     created = sum(s.created for s in stored)
     return BatchAck(ids=[s.id for s in stored], created=created, duplicates=len(stored) - created)
+
+
+def _late(request: Request) -> float:
+    """How long an interaction journaled by another server may take to be visible here."""
+    settings = request.app.state.settings
+    return 4 * settings.interaction_flush_seconds + 0.2 if settings.interaction_journal else 0.0
 
 
 @router.get("", dependencies=[Admin])
