@@ -7,10 +7,15 @@ folder (one rename; on a URL root an upload completed by a marker, see `artifact
 registry row, the aliases and the job's success are written in ONE transaction. A crash or
 kill before that commit leaves no version and the champion untouched; the folder it may
 leave is removed by the next run (see `_next_free_number`).
+
+Each step reports its wall time (`phase_seconds/build`, `/train`, `/evaluate`) and, for a
+task that encodes a corpus, how many texts it encoded and reused (`fineloop.tasks.
+encode_counts`): the numbers a slow job is diagnosed with.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +46,7 @@ from fineloop.store.projects import training_policy_of
 from fineloop.store.schema import Alias, ModelVersion, Project
 from fineloop.tasks import get_task
 from fineloop.tasks.base import BuiltSnapshot, JobCancelled, ProgressSink, Task
+from fineloop.tasks.encode_counts import counting, report
 
 BUILD, TRAIN, EVALUATE = (0.0, 0.15), (0.15, 0.8), (0.8, 0.97)
 
@@ -69,6 +75,7 @@ def run_training(
     scratch = job_folder(settings, project.name, job_id)
     scratch.mkdir(parents=True, exist_ok=True)
     sink.progress(TRAIN[0], f"training from v{champion.number}")
+    started = time.perf_counter()
     with mirrored(settings, project.name, job_id, scratch, sink):
         trained, ran = distributed.train(
             task,
@@ -80,6 +87,7 @@ def run_training(
             launch=launch,
             log=distributed.log_path(settings, job_id),
         )
+    sink.metric("phase_seconds/train", 0, round(time.perf_counter() - started, 3))
     _check(sink)
     candidate = Candidate(
         trained, {"train": config.model_dump(mode="json"), "overrides": overrides, "launch": ran}
@@ -120,9 +128,13 @@ def starting_point(
         champion = resolve(session, found, CHAMPION)
     _check(sink)
     sink.progress(at, "building the snapshot")
-    snapshot = snapshot_for(
-        store, settings, project, task, seed=policy.seed, label=f"job{job_id}", reuse=reuse
-    )
+    started = time.perf_counter()
+    with counting() as counts:  # the builder may encode the catalog to mine negatives
+        snapshot = snapshot_for(
+            store, settings, project, task, seed=policy.seed, label=f"job{job_id}", reuse=reuse
+        )
+    report(sink, counts)
+    sink.metric("phase_seconds/build", 0, round(time.perf_counter() - started, 3))
     with store.write() as session:
         jobs.set_snapshot(session, job_id, snapshot.id)
     sink.log(f"snapshot {snapshot.id[:12]}: {snapshot.splits}")
@@ -156,9 +168,13 @@ def evaluate_and_register(
     """Evaluate a trained candidate against base and champion, gate it, publish its folder
     and register it: how a training job ends, and a search job with its best trial."""
     sink.progress(stage[0], "evaluating base, champion and candidate")
-    evaluation = evaluate_all(
-        task, snapshot.path, base, champion, candidate.folder, settings=settings
-    )
+    started = time.perf_counter()
+    with counting() as counts:
+        evaluation = evaluate_all(
+            task, snapshot.path, base, champion, candidate.folder, settings=settings
+        )
+    report(sink, counts)
+    sink.metric("phase_seconds/evaluate", 0, round(time.perf_counter() - started, 3))
     decision = gate_decision(evaluation, policy)
     sink.log(decision.reason)
     _check(sink)

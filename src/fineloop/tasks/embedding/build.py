@@ -35,6 +35,7 @@ from fineloop.tasks.embedding.config import packaged_minilm_path
 from fineloop.tasks.embedding.examples import harvest, merge_positives
 from fineloop.tasks.embedding.mining import mine_item_negatives
 from fineloop.tasks.embedding.rows import assemble_rows
+from fineloop.tasks.embedding.serving.persist import project_index_folder
 
 
 class BuildConfig(BaseModel):
@@ -137,6 +138,7 @@ def build_snapshot(
             margin=config.margin,
             range_min=config.range_min,
             range_max=config.range_max,
+            vectors=project_index_folder(settings, data.project.name),  # serving's vectors
         )
     rows = assemble_rows(
         examples,

@@ -3,14 +3,20 @@
 Each query of a split ranks the whole catalog (the snapshot's corpus); its relevant items
 are all positives it has in that split. Queries are taken in sorted order, so the
 per-query nDCG@10 of two models line up example by example for the paired bootstrap.
+
+The catalog's vectors come from the model's vector file when it has them, and the ones
+encoded here are written to it (corpus_vectors.py): evaluating a champion that serving
+has indexed encodes only the queries, and the candidate's encode serves its index later.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from datasets import Dataset, DatasetDict  # type: ignore[import-untyped]
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
@@ -21,6 +27,8 @@ from fineloop.errors import Invalid
 from fineloop.registry.gate import Interval, paired_bootstrap
 from fineloop.runtime import device
 from fineloop.tasks.base import Evaluation
+from fineloop.tasks.embedding.corpus_vectors import encode_corpus, vectors_folder
+from fineloop.tasks.encode_counts import record
 
 METRICS = ("accuracy@1", "accuracy@5", "mrr@10", "ndcg@10", "recall@10")
 PRIMARY = "ndcg@10"
@@ -55,9 +63,59 @@ def snapshot_info(snapshot: Path) -> dict[str, Any]:
 
 class PerQueryEvaluator(InformationRetrievalEvaluator):
     """The library's evaluator, keeping the nDCG@10 of each query from the very hits it
-    averages (same ranking, same tie-breaking), so mean(per_query) is its aggregate."""
+    averages (same ranking, same tie-breaking), so mean(per_query) is its aggregate.
+
+    With `keep_corpus`, the corpus vectors it encodes itself are kept (`last_corpus`):
+    the trainer's evaluation of a checkpoint then also gives that checkpoint's vectors."""
 
     per_query: list[float]
+    keep_corpus: bool = False
+    last_corpus: torch.Tensor | None = None
+
+    def compute_all_metrics(
+        self,
+        model: SentenceTransformer,
+        corpus_model: Any = None,
+        corpus_embeddings: torch.Tensor | None = None,
+        output_path: str | None = None,
+    ) -> Any:
+        if self.keep_corpus and corpus_model is None and corpus_embeddings is None:
+            corpus_embeddings = self.embed_inputs(  # a tensor: it asks for convert_to_tensor
+                model,
+                self.corpus,
+                encode_fn_name="document",
+                prompt_name=self.corpus_prompt_name,
+                prompt=self.corpus_prompt,
+            )  # type: ignore[assignment]
+            self.last_corpus = corpus_embeddings
+        return super().compute_all_metrics(model, corpus_model, corpus_embeddings, output_path)
+
+    def run(
+        self,
+        model: SentenceTransformer,
+        *,
+        model_path: str | Path | None,
+        folder: Path | None,
+        phase: str,
+    ) -> dict[str, float]:
+        """Evaluate a frozen model loaded from `model_path`, its corpus vectors from (and
+        to) the model's vector file in `folder`. Without a path or folder the library
+        encodes the corpus itself, as it always did."""
+        if model_path is None or folder is None:
+            started = time.perf_counter()
+            plain: dict[str, float] = self(model)
+            spent = time.perf_counter() - started
+            record(phase, encoded=len(set(self.corpus)), reused=0, seconds=spent)
+            return plain
+        vectors = encode_corpus(
+            model, self.texts(), model_path=model_path, folder=folder, phase=phase
+        )
+        results: dict[str, float] = self(model, corpus_embeddings=torch.from_numpy(vectors))
+        return results
+
+    def texts(self) -> list[str]:
+        """The corpus, in the order of its vectors."""
+        return [str(text) for text in self.corpus]
 
     def compute_metrics(self, queries_result_list: list[Any]) -> Any:
         k = max(self.ndcg_at_k)
@@ -113,14 +171,29 @@ def load_model(model: str | Path) -> SentenceTransformer:
 
 
 def evaluate(
-    model: str | Path | SentenceTransformer, snapshot: Path, split: str = "test"
+    model: str | Path | SentenceTransformer,
+    snapshot: Path,
+    split: str = "test",
+    *,
+    cache: bool = True,
 ) -> Evaluation:
+    """The model's metrics on the split. `cache=False`: encode the catalog here, neither
+    reading nor writing the model's vector file (an in-memory model never uses it)."""
     rows = read_split(snapshot, split)
     if len(rows) == 0:
         raise Invalid(f"the snapshot's {split} split has no queries to evaluate", field="split")
     evaluator = ir_evaluator(rows, read_corpus(snapshot), split)
-    loaded = model if isinstance(model, SentenceTransformer) else load_model(model)
-    metrics = short_metrics(evaluator(loaded), split)
+    if isinstance(model, SentenceTransformer):
+        loaded, path = model, None
+    else:
+        loaded, path = load_model(model), model
+    results = evaluator.run(
+        loaded,
+        model_path=path,
+        folder=vectors_folder(snapshot) if cache else None,
+        phase="evaluation",
+    )
+    metrics = short_metrics(results, split)
     return Evaluation(
         metrics={name: metrics[name] for name in METRICS},
         primary=PRIMARY,

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from datasets import Dataset  # type: ignore[import-untyped]
 from sentence_transformers import (
     SentenceTransformer,
@@ -87,6 +88,34 @@ class SinkCallback(TrainerCallback):
             self.cancelled = True
             control.should_training_stop = True
             control.should_save = False
+
+
+class BestCorpus(TrainerCallback):
+    """Keeps the corpus vectors of the best validation so far (the evaluator encodes them
+    with `keep_corpus`): the checkpoint `load_best_model_at_end` brings back encoded them,
+    so the saved model's catalog need not be encoded again (train.py checks a probe)."""
+
+    def __init__(self, validation: PerQueryEvaluator, metric: str) -> None:
+        self.validation = validation
+        self.metric = metric
+        self.value: float | None = None
+        self.vectors: np.ndarray | None = None
+
+    def on_evaluate(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        metrics: dict[str, float] | None = None,
+        **kw: Any,
+    ) -> None:
+        found, self.validation.last_corpus = self.validation.last_corpus, None
+        value = (metrics or {}).get(self.metric)
+        if found is None or value is None:
+            return
+        if self.value is None or value > self.value:  # the Trainer's rule for a new best
+            self.value = float(value)
+            self.vectors = found.detach().float().cpu().numpy()
 
 
 def arguments(
