@@ -256,7 +256,14 @@ class EmbeddingServing:
             predictor = self.predictor(version)
             seq = self.changes.seq()
             cache = VectorCache.for_version(
-                self.settings, project.name, version.number, version.id, predictor.dimension
+                self.settings,
+                project.name,
+                version.number,
+                version.id,
+                predictor.dimension,
+                model=predictor.model_id,
+                max_seq_length=predictor.model.get_max_seq_length(),
+                encoder=predictor.backend,
             )
             catalog = Catalog(project.id, version, predictor, cache, self.settings.ann_min_items)
             catalog.applied_seq = seq
