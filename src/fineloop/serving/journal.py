@@ -64,7 +64,7 @@ def attach(store: Store, settings: Settings) -> InteractionJournal | None:
                 fsync=settings.interaction_journal_fsync,
             )
             _JOURNALS[store] = journal
-            store.before_session.append(journal.flush)
+            store.before_session.append(journal.flush_quietly)
         return journal
 
 
@@ -138,6 +138,14 @@ class InteractionJournal:
                 self._flush_locked()
             finally:
                 self._local.inside = False
+
+    def flush_quietly(self) -> None:
+        """`flush` for a session about to open: a store that cannot take the journal now must
+        not fail the session too (the flusher keeps retrying; the lines stay on disk)."""
+        try:
+            self.flush()
+        except Exception:
+            log.exception("storing journaled interactions failed; the flusher retries")
 
     def _flush_locked(self) -> None:
         with self._lock:
