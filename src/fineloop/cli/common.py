@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -14,6 +14,9 @@ from fineloop.config import Settings, get_settings
 from fineloop.errors import BatchRejected, FineloopError
 from fineloop.store import Store
 
+if TYPE_CHECKING:
+    from fineloop.sdk import Client
+
 console = Console()
 err_console = Console(stderr=True)
 
@@ -21,6 +24,28 @@ ConfigOption = Annotated[
     Path | None,
     typer.Option("--config", help="TOML settings file (else FINELOOP_CONFIG, env, defaults)."),
 ]
+# The options of the commands that are clients of a running server.
+DEFAULT_URL = "http://127.0.0.1:8000"
+ServerUrl = Annotated[str, typer.Option(envvar="FINELOOP_URL", help="The fineloop server.")]
+ApiKey = Annotated[
+    str | None, typer.Option(envvar="FINELOOP_API_KEY", help="API key, when the server needs one.")
+]
+
+
+@contextmanager
+def server_client(url: str, api_key: str | None) -> Iterator[Client]:
+    """A client of the server, its errors shown as one clear line and exit code 1."""
+    from rich.markup import escape
+
+    from fineloop.sdk import Client
+    from fineloop.sdk import FineloopError as ServerError
+
+    try:
+        with Client(url, api_key=api_key) as client:
+            yield client
+    except ServerError as error:
+        err_console.print(f"[red]error:[/red] {escape(error.message)}")
+        raise typer.Exit(1) from error
 
 
 def load_settings(config: Path | None) -> Settings:

@@ -13,18 +13,15 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from fineloop.cli.common import console, err_console
+from fineloop.cli.common import DEFAULT_URL, console, err_console
+from fineloop.cli.common import ApiKey as Key
+from fineloop.cli.common import ServerUrl as Url
 
 app = typer.Typer(
     help="Search indexes on the server: their build progress, and starting a build.",
     no_args_is_help=True,
 )
 Project = Annotated[str, typer.Argument(help="Project name.")]
-Url = Annotated[str, typer.Option(envvar="FINELOOP_URL", help="The fineloop server.")]
-Key = Annotated[
-    str | None, typer.Option(envvar="FINELOOP_API_KEY", help="API key, when the server needs one.")
-]
-DEFAULT_URL = "http://127.0.0.1:8000"
 BUSY = {"queued", "loading_model", "indexing"}
 
 

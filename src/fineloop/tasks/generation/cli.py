@@ -10,11 +10,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 
-from fineloop.cli.common import err_console
-
-DEFAULT_URL = "http://127.0.0.1:8000"
+from fineloop.cli.common import DEFAULT_URL, ApiKey, ServerUrl, err_console, server_client
 
 
 def generate(
@@ -32,28 +29,17 @@ def generate(
     system: Annotated[
         str | None, typer.Option(help="A system message sent before the prompt.")
     ] = None,
-    url: Annotated[str, typer.Option(envvar="FINELOOP_URL", help="The fineloop server.")] = (
-        DEFAULT_URL
-    ),
-    api_key: Annotated[
-        str | None,
-        typer.Option(envvar="FINELOOP_API_KEY", help="API key, when the server needs one."),
-    ] = None,
+    url: ServerUrl = DEFAULT_URL,
+    api_key: ApiKey = None,
 ) -> None:
     """Generate a reply with the project's served model and log it as an interaction."""
-    from fineloop.sdk import Client, FineloopError
-
     messages = [{"role": "user", "content": prompt}]
     if system is not None:
         messages.insert(0, {"role": "system", "content": system})
     sampling: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature}
     sampling = {k: v for k, v in sampling.items() if v is not None}
-    try:
-        with Client(url, api_key=api_key) as client:
-            reply = client.generate(project, messages, version=version, **sampling)
-    except FineloopError as error:
-        err_console.print(f"[red]error:[/red] {escape(error.message)}")
-        raise typer.Exit(1) from error
+    with server_client(url, api_key) as client:
+        reply = client.generate(project, messages, version=version, **sampling)
     typer.echo(reply["text"])
     ended = "cut at max tokens" if reply["finish_reason"] == "length" else "complete"
     err_console.print(

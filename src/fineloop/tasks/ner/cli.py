@@ -15,9 +15,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from fineloop.cli.common import console, err_console
-
-DEFAULT_URL = "http://127.0.0.1:8000"
+from fineloop.cli.common import DEFAULT_URL, ApiKey, ServerUrl, console, err_console, server_client
 
 
 def extract(
@@ -40,24 +38,13 @@ def extract(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the server's answer as JSON.")
     ] = False,
-    url: Annotated[str, typer.Option(envvar="FINELOOP_URL", help="The fineloop server.")] = (
-        DEFAULT_URL
-    ),
-    api_key: Annotated[
-        str | None,
-        typer.Option(envvar="FINELOOP_API_KEY", help="API key, when the server needs one."),
-    ] = None,
+    url: ServerUrl = DEFAULT_URL,
+    api_key: ApiKey = None,
 ) -> None:
     """Extract entity spans with the project's served model; logs one interaction per text."""
-    from fineloop.sdk import Client, FineloopError
-
     texts = _texts(text, file)
-    try:
-        with Client(url, api_key=api_key) as client:
-            answer = client.extract(project, texts, version=version)
-    except FineloopError as error:
-        err_console.print(f"[red]error:[/red] {escape(error.message)}")
-        raise typer.Exit(1) from error
+    with server_client(url, api_key) as client:
+        answer = client.extract(project, texts, version=version)
     if as_json:
         typer.echo(json.dumps(answer, ensure_ascii=False, indent=2))
     else:
