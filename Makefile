@@ -9,6 +9,7 @@ TORCH ?= torch==2.13.0
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 POSTGRES_ADMIN_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
+PYTEST_ARGS ?=
 
 .PHONY: setup run test lint test-sqlite test-postgres test-min bench clean
 
@@ -40,11 +41,11 @@ lint: setup
 	$(BIN)/mypy
 
 test-sqlite: setup
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_ARGS)
 
 ## The same suite on PostgreSQL (a fresh database per run, copied per test).
 test-postgres: setup $(CHROMIUM)
-	FINELOOP_TEST_POSTGRES=$(POSTGRES_ADMIN_URL) $(BIN)/pytest
+	FINELOOP_TEST_POSTGRES=$(POSTGRES_ADMIN_URL) $(BIN)/pytest $(PYTEST_ARGS)
 
 ## Every runtime dependency at its declared minimum (.ci/min-versions.txt), in .venv-min:
 ## the light-install tests and the API's error tests.
