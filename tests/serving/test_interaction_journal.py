@@ -198,3 +198,26 @@ def test_searches_answered_before_a_sigkill_are_all_stored(
         restarted.stop()
     assert [t.status_code for t in thumbs] == [201] * len(ids), thumbs[0].text
     assert shown.status_code == 200 and shown.json()["input"] == "refund 0"
+
+
+def test_feedback_at_another_server_waits_for_an_interaction_journaled_a_moment_ago(
+    settings: Settings, client: TestClient
+) -> None:
+    from fineloop.api import create_app
+
+    client.post("/v1/projects", json={"name": "p", "task": "fake"})
+    other_store = Store.open(settings)  # a second server on the same database
+    try:
+        create_app(settings, other_store)
+        journal = journal_of(other_store)
+        assert journal is not None
+        journal.flush_seconds = 0.05  # stores it ~50 ms from now, in its own thread
+        journal.append("p", [_row("elsewhere")])
+
+        thumb = {"kind": "thumb", "value": "up", "interaction_id": "elsewhere"}
+        accepted = client.post("/v1/projects/p/feedback", json=thumb)
+        unknown = client.post("/v1/projects/p/feedback", json={**thumb, "interaction_id": "x"})
+    finally:
+        other_store.close()
+    assert accepted.status_code == 201, accepted.text
+    assert unknown.status_code == 422 and "unknown interaction" in unknown.text
