@@ -194,6 +194,20 @@ def test_a_base_model_that_cannot_load_is_a_clear_4xx(client: TestClient, tmp_pa
     assert f"cannot load the model of v0 from '{broken}'" in response.json()["message"]
 
 
+def test_a_bulk_upsert_is_indexed_in_the_background_without_waiting_for_a_search(
+    client: TestClient, catalog: str
+) -> None:
+    before = len(search(client, catalog, "refund", k=100)["items"])
+    bulk = [{"id": f"bulk-{n}", "text": f"part number {n} of the roof"} for n in range(300)]
+    client.put(f"/v1/projects/{catalog}/items", json={"items": bulk})
+
+    get_serving(client.app).background.join()  # no search in between: the upsert started it
+    (champion,) = client.get(f"/v1/projects/{catalog}/index").json()["versions"]
+
+    assert champion["items_indexed"] == champion["items_total"] == before + 300
+    assert champion["catching_up"] is False and champion["progress"] == 1.0
+
+
 def test_bulk_upserts_and_file_imports_are_embedded_in_the_background(
     client: TestClient, catalog: str
 ) -> None:

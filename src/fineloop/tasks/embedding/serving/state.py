@@ -117,11 +117,15 @@ class EmbeddingServing:
         self.items_arrived(project)
 
     def items_arrived(self, name: str) -> None:
-        """Items were stored for a project this process does not serve yet: start building
-        its champion's index now, so the first search finds it ready (or nearly)."""
+        """Items were stored: a served project's indexes start embedding them now, in the
+        background; a project not served yet gets its champion's index built now, so the
+        first search finds it ready (or nearly)."""
         with self._lock:
-            if any(slot.project == name for slot in self._slots.values()):
-                return  # served: the change log brings its indexes up to date
+            served = [slot for slot in self._slots.values() if slot.project == name]
+        if served:
+            for slot in served:
+                self._catch_up_soon(name, slot.catalog)
+            return
         try:
             project, version = served_version(self.store, name, None, task=TASK)
         except FineloopError:  # gone, or a base model that fails
@@ -315,9 +319,7 @@ class EmbeddingServing:
                     catalog.refresh(self.store, changed)
                     catalog.applied_seq = seq
         elif changed is None or changed:
-            if not catalog.catching_up:
-                catalog.catching_up = True
-                self.background.submit(lambda: self._catch_up(project.name, catalog))
+            self._catch_up_soon(project.name, catalog)
         elif time.monotonic() - catalog.synced_at > RESYNC_SECONDS:
             catalog.synced_at = time.monotonic()  # one resync at a time
             self.background.submit(lambda: self._resync(catalog))
@@ -332,6 +334,15 @@ class EmbeddingServing:
                         self.store, lambda k: self._cached_query(catalog.version.id, k)
                     )
             self._maybe_refit(slot, project, catalog.version)
+
+    def _catch_up_soon(self, project: str, catalog: Catalog) -> None:
+        """Queue one background catch-up of the catalog with the change log (none if one is
+        queued or running: it reads the log when it starts)."""
+        with self._lock:
+            if catalog.catching_up:
+                return
+            catalog.catching_up = True
+        self.background.submit(lambda: self._catch_up(project, catalog))
 
     def _catch_up(self, project: str, catalog: Catalog) -> None:
         try:
@@ -376,7 +387,15 @@ def _index_info(build: Build) -> dict[str, Any]:
     """The built index's kind (exact or ivf) with its nprobe and measured recall@10."""
     if build.state != "ready" or not isinstance(build.work, Catalog):
         return {}
-    return {"index": build.work.index.info()}
+    catalog = build.work
+    indexed = len(catalog)
+    return {  # after the build, items come and go: the live count, and whether it catches up
+        "items_indexed": indexed,
+        "items_total": indexed,
+        "progress": 1.0,
+        "catching_up": catalog.catching_up,
+        "index": catalog.index.info(),
+    }
 
 
 def embedding_serving(app: Any) -> EmbeddingServing:
