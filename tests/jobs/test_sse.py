@@ -38,7 +38,10 @@ def test_a_stream_delivers_events_and_metrics_in_order_and_ends_at_the_final_sta
     finals = [m for m in live if m.event == "state" and m.data["data"]["state"] == "succeeded"]
     assert finals[0].data["message"] == "v1 registered and promoted to champion"
     metrics = [(m.data["name"], m.data["step"]) for m in live if m.event == "metric"]
-    assert metrics == [("loss", step) for step in range(1, 7)] + [("eval_score", 6)]
+    phases = [name for name, _ in metrics if name.startswith("phase_seconds/")]
+    trained = [metric for metric in metrics if not metric[0].startswith("phase_seconds/")]
+    assert trained == [("loss", step) for step in range(1, 7)] + [("eval_score", 6)]
+    assert phases == ["phase_seconds/build", "phase_seconds/train", "phase_seconds/evaluate"]
     cursors = [tuple(int(p) for p in str(m.id).split("-")) for m in live]
     assert cursors == sorted(cursors)  # both parts of the position only ever grow
     progress = [m.data["progress"] for m in live if m.event == "progress"]
