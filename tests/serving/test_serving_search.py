@@ -3,8 +3,11 @@ follows item upserts at once."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -13,6 +16,7 @@ from fineloop.registry.versions import CHAMPION
 from fineloop.serving import get_serving
 from fineloop.store import Store
 from fineloop.store.schema import Alias, ModelVersion
+from fineloop.tasks.embedding.serving.state import embedding_serving
 from serving.helpers import CATALOG, ids, search
 
 OBVIOUS = {
@@ -195,16 +199,25 @@ def test_a_base_model_that_cannot_load_is_a_clear_4xx(client: TestClient, tmp_pa
 
 
 def test_a_bulk_upsert_is_indexed_in_the_background_without_waiting_for_a_search(
-    client: TestClient, catalog: str
+    client: TestClient, catalog: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before = len(search(client, catalog, "refund", k=100)["items"])
-    bulk = [{"id": f"bulk-{n}", "text": f"part number {n} of the roof"} for n in range(300)]
-    client.put(f"/v1/projects/{catalog}/items", json={"items": bulk})
+    (slot,) = embedding_serving(client.app)._slots.values()
+    encode = slot.catalog.encoder.encode
+
+    def slow_encode(texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        time.sleep(0.2)  # long enough for the next upserts to arrive meanwhile
+        return encode(texts, batch_size)
+
+    monkeypatch.setattr(slot.catalog.encoder, "encode", slow_encode)
+    for batch in range(3):  # the later ones arrive while the first is being embedded
+        bulk = [{"id": f"b{batch}-{n}", "text": f"part {n} of roof {batch}"} for n in range(300)]
+        client.put(f"/v1/projects/{catalog}/items", json={"items": bulk})
 
     get_serving(client.app).background.join()  # no search in between: the upsert started it
     (champion,) = client.get(f"/v1/projects/{catalog}/index").json()["versions"]
 
-    assert champion["items_indexed"] == champion["items_total"] == before + 300
+    assert champion["items_indexed"] == champion["items_total"] == before + 900
     assert champion["catching_up"] is False and champion["progress"] == 1.0
 
 

@@ -354,7 +354,12 @@ class EmbeddingServing:
                     catalog.refresh(self.store, changed)
                 catalog.applied_seq = seq
         finally:
-            catalog.catching_up = False
+            with self._lock:
+                catalog.catching_up = False
+        # items that arrived while this ran found it busy and left their change to it
+        changed, _ = self.changes.since(project, catalog.applied_seq)
+        if changed is None or changed:
+            self._catch_up_soon(project, catalog)
 
     def _save(self, catalog: Catalog) -> None:
         with catalog.lock:
