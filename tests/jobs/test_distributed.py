@@ -186,8 +186,9 @@ def test_a_job_asks_for_its_processes_and_bad_values_are_refused_before_it_exist
     assert torchrun[-3:] == ["-m", "fineloop.jobs.rank", "spec.json"]
 
 
-def rank_processes(marker: str) -> list[int]:
-    """Pids of live processes whose command line mentions `marker` (the job's spec path)."""
+def rank_processes(marker: str, settings: Settings) -> list[int]:
+    """Pids of live processes whose command line mentions `marker` (the job's spec folder)
+    under this test's data dir: another suite running beside this one has its own job 1."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -197,7 +198,7 @@ def rank_processes(marker: str) -> list[int]:
             state = (entry / "stat").read_text().split(") ", 1)[1][:1]
         except OSError:
             continue
-        if marker in cmdline and state != "Z":
+        if marker in cmdline and str(settings.data_dir) in cmdline and state != "Z":
             found.append(int(entry.name))
     return found
 
@@ -226,11 +227,11 @@ def test_a_rank_error_fails_the_job_with_its_message_and_cancel_stops_every_rank
         assert runner.is_alive() and time.monotonic() < deadline, "training never reported"
         time.sleep(0.2)
     spec = f"job{job.id}-ranks"
-    assert len(rank_processes(spec)) >= 3  # the launcher and its two ranks
+    assert len(rank_processes(spec, settings)) >= 3  # the launcher and its two ranks
     ok(client.post(f"/v1/jobs/{job.id}/cancel"))
     runner.join(60)
     assert outcome == [jobs.CANCELLED]
-    assert rank_processes(spec) == []
+    assert rank_processes(spec, settings) == []
     assert [v["version"] for v in ok(client.get("/v1/projects/faq/versions"))] == ["v0"]
 
 
@@ -253,13 +254,13 @@ def test_killing_the_job_process_leaves_no_rank_behind(
             assert time.monotonic() < deadline, "training never reported"
             time.sleep(0.2)
         spec = f"job{job.id}-ranks"
-        assert len(rank_processes(spec)) >= 3
+        assert len(rank_processes(spec, settings)) >= 3
     finally:
         child.kill()
         child.wait()
     deadline = time.monotonic() + 30
-    while rank_processes(spec):
-        assert time.monotonic() < deadline, f"ranks still running: {rank_processes(spec)}"
+    while rank_processes(spec, settings):
+        assert time.monotonic() < deadline, f"ranks still running: {rank_processes(spec, settings)}"
         time.sleep(0.5)
     folder = job_folder(settings, "faq", job.id)
     assert not (folder / "fineloop.json").exists()  # they stopped, they did not finish

@@ -9,8 +9,10 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -221,3 +223,25 @@ def test_feedback_at_another_server_waits_for_an_interaction_journaled_a_moment_
         other_store.close()
     assert accepted.status_code == 201, accepted.text
     assert unknown.status_code == 422 and "unknown interaction" in unknown.text
+
+
+def test_a_read_during_a_flush_waits_for_the_lines_being_stored(
+    slow_journal: InteractionJournal, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store_batch = slow_journal._store
+
+    def slow_store(batch: Any) -> None:
+        time.sleep(0.5)  # the lines have left `pending` and are not committed yet
+        store_batch(batch)
+
+    monkeypatch.setattr(slow_journal, "_store", slow_store)
+    slow_journal.append("p", [_row("in-flight")])
+    flusher = threading.Thread(target=slow_journal.flush)
+    flusher.start()
+    time.sleep(0.1)
+    assert slow_journal.pending == 0  # taken by the flush in progress
+
+    with store.read() as session:  # the hook waits for that flush
+        found = session.scalars(select(Interaction.id).where(Interaction.id == "in-flight"))
+        assert list(found) == ["in-flight"]
+    flusher.join()

@@ -121,7 +121,7 @@ def _write(store: Store, project: str, resource: str, fmt: str, output: Path | N
     with output.open("wb") as handle:
         for chunk in export_file(store, project, resource, fmt):
             handle.write(chunk)
-    console.print(f"wrote {output}", style="dim", highlight=False)
+    console.print(f"wrote {output}", style="dim", highlight=False, soft_wrap=True)  # a path whole
 
 
 @feedback_app.command("stats")

@@ -92,6 +92,7 @@ class InteractionJournal:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._pending: list[tuple[str, Row]] = []
+        self._storing = False  # a flush has taken lines out of _pending and not stored them
         self._segment = 0
         self._fd: int | None = None
         self._dir: Path | None = None
@@ -130,7 +131,9 @@ class InteractionJournal:
     def flush(self) -> None:
         """Store every pending interaction now (no-op when none is pending, or when called
         from inside a flush of this journal)."""
-        if not self._pending or getattr(self._local, "inside", False):
+        if getattr(self._local, "inside", False):
+            return
+        if not self._pending and not self._storing:  # nothing waits, nothing is half-stored
             return
         with self._flushing:
             self._local.inside = True
@@ -149,9 +152,11 @@ class InteractionJournal:
 
     def _flush_locked(self) -> None:
         with self._lock:
+            self._storing = True  # first: a reader must never see neither pending nor storing
             batch, self._pending = self._pending, []
             done_segment = self._close_segment()
         if not batch:
+            self._storing = False
             return
         try:
             self._store(batch)
@@ -160,6 +165,8 @@ class InteractionJournal:
                 self._pending[:0] = batch
                 self._retained.append(done_segment)
             raise
+        finally:
+            self._storing = False
         for segment in [*self._retained, done_segment]:
             _remove(segment)
         self._retained = []
