@@ -138,3 +138,31 @@ class ServingPolicy(BaseModel):
     reuse_shots: int = Field(
         default=2, ge=1, le=8, description="Most corrected examples `few_shot` adds."
     )
+
+
+ReviewRanking = Literal["uncertainty", "disagreement", "random", "recent"]
+
+
+class ReviewPolicy(BaseModel):
+    """How a project's review queue (interactions nobody gave feedback on yet) is ordered."""
+
+    model_config = INPUT
+
+    ranking: ReviewRanking = Field(
+        default="uncertainty",
+        description="uncertainty: where the model was least sure first (the family's "
+        "review_score; embedding: a shown item's calibrated probability nearest the select "
+        "threshold); disagreement: inputs that two versions answered differently first, then "
+        "by uncertainty; random: a fixed shuffle; recent: newest first. Interactions without "
+        "a score go after those with one, newest first.",
+    )
+    limit: int = Field(
+        default=50, ge=1, le=500, description="Interactions per page of the queue by default."
+    )
+    scan: int = Field(
+        default=5_000,
+        ge=100,
+        le=50_000,
+        description="How many of the newest interactions without feedback are ranked: older "
+        "ones wait until these are reviewed.",
+    )
