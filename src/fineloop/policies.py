@@ -58,6 +58,14 @@ class TrainingPolicy(BaseModel):
     auto_promote: bool = Field(
         default=True, description="Promote a candidate that passes the gate at once."
     )
+    refit: bool = Field(
+        default=False,
+        description="Once a candidate passes the gate, train once more from the same "
+        "starting model on train + validation with the same settings and the epoch count "
+        "the candidate kept as best (no early stopping), evaluate it on the same test split "
+        "and register it instead, unless its test score is below the candidate's. Families "
+        "that cannot refit (generation, NER) register the candidate and say so.",
+    )
     bootstrap_samples: int = Field(default=1000, ge=100, le=100_000)
     seed: Seed = Field(default=13, description="Seed for splits, sampling and training.")
     max_attempts: int = Field(
