@@ -32,6 +32,88 @@ def packaged_minilm_path() -> str:
     return str(Path(next(iter(spec.submodule_search_locations))) / "model")
 
 
+DEFAULT_SYNTHETIC_PROMPT = (
+    "Write one short search query that a user would type to find this document. "
+    "Answer with the query only.\n\nDocument: {text}"
+)
+
+
+class SyntheticQueriesConfig(BaseModel):
+    """Synthetic queries for catalog items nobody has picked yet (InPars/GPL style): a
+    generation model writes queries for them, a query is kept only if its item ranks in
+    the top k for it under the current model, and kept ones join the train split only."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    enabled: bool = Field(
+        default=False,
+        description="Generate synthetic queries when building a snapshot (off until the "
+        "curation benchmark shows a gain on items without feedback).",
+    )
+    generator: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="The generation model: a preparable name (smollm2-135m-instruct) or a "
+        "causal-LM folder; default: the packaged SmolLM2-135M-Instruct, prepared once.",
+    )
+    queries_per_item: int = Field(
+        default=3,
+        ge=1,
+        le=16,
+        description="Queries generated per item (sampled; greedy decoding gives one).",
+    )
+    max_items: int = Field(
+        default=500,
+        ge=1,
+        le=100_000,
+        description="At most this many items without feedback get queries per build (a "
+        "fixed, seeded choice, so the cache covers them on the next build).",
+    )
+    round_trip_top_k: int = Field(
+        default=3,
+        ge=1,
+        le=100,
+        description="Keep a query only if its item ranks in the top k of the catalog for "
+        "it under the current model (the round-trip filter).",
+    )
+    share: float = Field(
+        default=0.5,
+        gt=0,
+        le=0.9,
+        description="At most this share of the train split's rows is synthetic.",
+    )
+    prompt: str = Field(
+        default=DEFAULT_SYNTHETIC_PROMPT,
+        min_length=8,
+        max_length=2000,
+        description="The instruction; {text} is replaced by the item's text (sent through "
+        "the generator's chat template when it has one).",
+    )
+    max_new_tokens: int = Field(
+        default=32, ge=4, le=128, description="Tokens generated per query at most."
+    )
+    temperature: float = Field(
+        default=0.7,
+        ge=0,
+        le=2,
+        description="Sampling temperature (seeded per item); 0 decodes greedily.",
+    )
+    max_item_chars: int = Field(
+        default=1500,
+        ge=50,
+        le=20_000,
+        description="Item texts are cut to this many characters in the prompt.",
+    )
+
+    @field_validator("prompt")
+    @classmethod
+    def _has_text(cls, value: str) -> str:
+        if "{text}" not in value:
+            raise ValueError("the prompt must contain {text}, where the item's text goes")
+        return value
+
+
 class EmbeddingTrainConfig(BaseModel):
     """How to fine-tune a sentence-transformers model on a snapshot's train split."""
 
@@ -117,6 +199,11 @@ class EmbeddingTrainConfig(BaseModel):
         "wandb, each needing its package installed where jobs run; [] reports to none. "
         "TensorBoard writes under the job's folder (logs/<precision>); MLflow and W&B "
         "follow their own settings (MLFLOW_TRACKING_URI, WANDB_PROJECT, ...).",
+    )
+    synthetic_queries: SyntheticQueriesConfig = Field(
+        default_factory=SyntheticQueriesConfig,
+        description="Synthetic queries for catalog items without feedback, read when the "
+        "snapshot is built (see SyntheticQueriesConfig); off by default.",
     )
 
     @field_validator("loss")
