@@ -10,7 +10,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from fineloop.errors import Invalid, validated
 
@@ -134,12 +134,35 @@ class EmbeddingTrainConfig(BaseModel):
         "negatives get random catalog items that are not positives of that query.",
     )
     epochs: int = Field(default=3, ge=1, le=100, description="Passes over the train split.")
-    batch_size: int = Field(
+    batch_size: int | Literal["auto"] = Field(
         default=32,
-        ge=2,
-        le=4096,
-        description="Examples per step. In-batch negatives make larger batches better for "
-        "mnrl; cached_mnrl allows large ones in little memory.",
+        description="Examples per step (2 to 4096), or auto: the largest power of two from "
+        "auto_batch_min to auto_batch_max (and at most the train rows) whose training step "
+        "fits memory_budget_mb, measured by probe steps before training (batching.py). In-"
+        "batch negatives make larger batches better for mnrl; when memory stops an mnrl "
+        "search below the largest size, auto trains cached_mnrl at that size instead.",
+    )
+    memory_budget_mb: float | None = Field(
+        default=None,
+        gt=0,
+        le=10_000_000,
+        description="batch_size auto: memory one training step may use, in MB (activations, "
+        "gradients and optimizer state). Default: 90% of the free CUDA memory, or on CPU "
+        "half of the available RAM.",
+    )
+    auto_batch_min: int = Field(
+        default=8, ge=2, le=4096, description="batch_size auto: the smallest size tried."
+    )
+    auto_batch_max: int = Field(
+        default=512, ge=2, le=4096, description="batch_size auto: the largest size tried."
+    )
+    curriculum: Literal["off", "base_loss", "feedback"] = Field(
+        default="off",
+        description="Order of the training examples: off (the library's shuffled batches); "
+        "base_loss: easy to hard by the starting model's margin on each row (cosine to its "
+        "positive minus cosine to the closest catalog item that is not a positive); "
+        "feedback: easy to hard by the row's feedback score (higher is easier). Batches "
+        "then follow that order every epoch, still without repeated texts for mnrl.",
     )
     learning_rate: float = Field(default=2e-5, gt=0, le=1, description="Peak AdamW rate.")
     warmup_ratio: float = Field(
@@ -214,6 +237,23 @@ class EmbeddingTrainConfig(BaseModel):
         known = available_losses()
         if value not in known:
             raise ValueError(f"unknown loss {value!r}; valid: {', '.join(sorted(known))}")
+        return value
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _batch_size(cls, value: Any) -> Any:
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= 4096:
+            raise ValueError(f"give a whole number from 2 to 4096, or 'auto' (got {value!r})")
+        return value
+
+    @field_validator("auto_batch_max")
+    @classmethod
+    def _auto_range(cls, value: int, info: ValidationInfo) -> int:
+        smallest = info.data.get("auto_batch_min")
+        if smallest is not None and value < smallest:
+            raise ValueError(f"must be at least auto_batch_min ({smallest})")
         return value
 
     @field_validator("report_to")

@@ -27,6 +27,7 @@ from fineloop.errors import Invalid
 from fineloop.runtime import device, world_size
 from fineloop.tasks.base import ProgressSink
 from fineloop.tasks.embedding.config import EmbeddingTrainConfig
+from fineloop.tasks.embedding.curriculum import ordered_sampler
 from fineloop.tasks.embedding.evaluate import PRIMARY, PerQueryEvaluator
 from fineloop.tasks.embedding.losses import LossSpec, build_loss
 
@@ -123,12 +124,13 @@ def arguments(
 ) -> SentenceTransformerTrainingArguments:
     """Evaluate and checkpoint together (per epoch, or every eval_steps), keep the best."""
     strategy = "no" if not evaluate else ("steps" if config.eval_steps else "epoch")
+    batch = fixed_batch_size(config)
     return SentenceTransformerTrainingArguments(
         output_dir=str(checkpoints),
         num_train_epochs=config.epochs,
         max_steps=config.max_steps or -1,
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.batch_size,
+        per_device_train_batch_size=batch,
+        per_device_eval_batch_size=batch,
         gradient_accumulation_steps=config.gradient_accumulation,
         learning_rate=config.learning_rate,
         warmup_steps=config.warmup_ratio,
@@ -137,9 +139,7 @@ def arguments(
         use_cpu=device() == "cpu",
         seed=config.seed,
         data_seed=config.seed,
-        batch_sampler=(
-            BatchSamplers.NO_DUPLICATES if spec.in_batch_negatives else BatchSamplers.BATCH_SAMPLER
-        ),
+        batch_sampler=batch_sampler(config, spec),
         eval_strategy=strategy,
         save_strategy=strategy,
         eval_steps=config.eval_steps,
@@ -155,6 +155,21 @@ def arguments(
         disable_tqdm=True,
         dataloader_pin_memory=False,
     )
+
+
+def fixed_batch_size(config: EmbeddingTrainConfig) -> int:
+    """The batch size to train with: `auto` is settled before fitting (batching.py)."""
+    if config.batch_size == "auto":
+        raise ValueError("batch_size auto must be resolved before fitting (batching.py)")
+    return config.batch_size
+
+
+def batch_sampler(config: EmbeddingTrainConfig, spec: LossSpec) -> Any:
+    """The library's samplers (no repeated texts in a batch for in-batch negatives), or,
+    with a curriculum, the same rules over the rows' own easy-to-hard order."""
+    if config.curriculum != "off":
+        return ordered_sampler(spec.in_batch_negatives)
+    return BatchSamplers.NO_DUPLICATES if spec.in_batch_negatives else BatchSamplers.BATCH_SAMPLER
 
 
 def trainer_reporters(config: EmbeddingTrainConfig) -> list[str]:
@@ -190,10 +205,11 @@ def fit_run(
     of the trainer state for the artifact's stamp. `resume`: a checkpoint to go on from;
     `logs`: where TensorBoard writes, when the config reports to it."""
     world = world_size()
-    if world > 1 and len(rows) < world * config.batch_size:  # DDP drops incomplete batches
+    batch = fixed_batch_size(config)
+    if world > 1 and len(rows) < world * batch:  # DDP drops incomplete batches
         raise Invalid(
-            f"{world} training processes with batch_size {config.batch_size} need at least "
-            f"{world * config.batch_size} training examples, the snapshot has {len(rows)}: "
+            f"{world} training processes with batch_size {batch} need at least "
+            f"{world * batch} training examples, the snapshot has {len(rows)}: "
             "use fewer processes or a smaller batch_size",
             field="nproc",
         )
