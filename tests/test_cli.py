@@ -106,6 +106,21 @@ def test_project_errors_are_one_clear_line(run: Run) -> None:
     assert "Traceback" not in bad_name.output
 
 
+def test_project_update_merges_policies_and_refuses_a_typo(run: Run) -> None:
+    ok(run("project", "create", "faq"))
+    ok(run("project", "update", "faq", "--training-policy", '{"train": {"epochs": 2}}'))
+    ok(run("project", "update", "faq", "--training-policy", '{"refit": true, "seed": 7}'))
+    shown = json.loads(run("project", "show", "faq").stdout)["training_policy"]
+    assert (shown["refit"], shown["seed"], shown["train"]) == (True, 7, {"epochs": 2})
+    typo = run("project", "update", "faq", "--training-policy", '{"train": {"epoch": 2}}')
+    assert typo.exit_code == 1 and "epoch" in said(typo), typo.output
+    bad = run("project", "update", "faq", "--serving-policy", "[1]")
+    assert bad.exit_code == 2 and "JSON object" in bad.output
+    assert "Traceback" not in typo.output + bad.output
+    again = json.loads(run("project", "show", "faq").stdout)["training_policy"]
+    assert again["train"] == {"epochs": 2}  # nothing stored by the refused changes
+
+
 def test_items_import_from_csv(run: Run, tmp_path: Path) -> None:
     ok(run("project", "create", "faq"))
     catalog = tmp_path / "catalog.csv"

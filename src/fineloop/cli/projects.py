@@ -1,9 +1,9 @@
-"""`fineloop project create|list|show` and `fineloop tasks`."""
+"""`fineloop project create|list|show|update` and `fineloop tasks`."""
 
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -11,8 +11,15 @@ from rich.table import Table
 from fineloop import base_models
 from fineloop.cli.common import ConfigOption, console, load_settings, opened_store
 from fineloop.feedback.rewards import RewardPolicy
-from fineloop.schemas import ProjectCreate
-from fineloop.store.projects import create_project, get_project, list_projects, project_public
+from fineloop.schemas import ProjectCreate, ProjectUpdate
+from fineloop.store.projects import (
+    create_project,
+    get_project,
+    list_projects,
+    project_public,
+    update_project,
+)
+from fineloop.tasks import get_task
 
 app = typer.Typer(help="Create and inspect projects.", no_args_is_help=True)
 
@@ -87,6 +94,63 @@ def show(name: str, config: ConfigOption = None) -> None:
     with opened_store(config) as store, store.read() as session:
         project = project_public(get_project(session, name))
     console.print_json(project.model_dump_json())
+
+
+PolicyOption = Annotated[
+    str | None,
+    typer.Option(help="JSON merged into the current policy (one level deep for objects)."),
+]
+
+
+@app.command("update")
+def update(
+    name: str,
+    training_policy: PolicyOption = None,
+    serving_policy: PolicyOption = None,
+    review_policy: PolicyOption = None,
+    description: Annotated[str | None, typer.Option()] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Change a project's policies, e.g. `--training-policy '{"refit": true}'`.
+
+    Only the keys given change: the rest of each policy (and of its `train` overrides)
+    stays as it is. Checked like the API's PATCH: a typo fails here, not in a job later."""
+    given = {
+        "training_policy": training_policy,
+        "serving_policy": serving_policy,
+        "review_policy": review_policy,
+    }
+    with opened_store(config) as store, store.write() as session:
+        current = project_public(get_project(session, name)).model_dump(mode="json")
+        try:
+            change: dict[str, Any] = {
+                key: merged(current[key], json.loads(text))
+                for key, text in given.items()
+                if text is not None
+            }
+            if description is not None:
+                change["description"] = description
+            spec = ProjectUpdate.model_validate(change)
+        except (ValueError, TypeError) as error:
+            console.print(f"[red]error:[/red] {error}")
+            raise typer.Exit(2) from error
+        if spec.training_policy is not None:
+            get_task(current["task"]).train_config(spec.training_policy.train)
+        updated = project_public(update_project(session, name, spec))
+    console.print_json(updated.model_dump_json())
+
+
+def merged(current: dict[str, Any], given: Any) -> dict[str, Any]:
+    """`given` over `current`; an object under a key that holds one merges into it."""
+    if not isinstance(given, dict):
+        raise ValueError(f"a policy is a JSON object, not {type(given).__name__}")
+    out = dict(current)
+    for key, value in given.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
 
 
 def tasks() -> None:
