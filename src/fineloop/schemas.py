@@ -13,7 +13,7 @@ from pydantic import AfterValidator, BaseModel, Field, JsonValue
 
 from fineloop.feedback.events import FeedbackEvent
 from fineloop.feedback.rewards import RewardPolicy
-from fineloop.policies import ServingPolicy, TrainingPolicy
+from fineloop.policies import ReviewPolicy, ServingPolicy, TrainingPolicy
 from fineloop.validation import INPUT, Json, JsonObject, Timestamp
 
 
@@ -55,6 +55,7 @@ class ProjectCreate(Strict):
     reward_policy: RewardPolicy = Field(default_factory=RewardPolicy)
     training_policy: TrainingPolicy = Field(default_factory=TrainingPolicy)
     serving_policy: ServingPolicy = Field(default_factory=ServingPolicy)
+    review_policy: ReviewPolicy = Field(default_factory=ReviewPolicy)
     task_options: JsonObject = Field(
         default_factory=dict,
         description="What the task needs to know about the project (ner: "
@@ -70,6 +71,7 @@ class ProjectUpdate(Strict):
     )
     training_policy: TrainingPolicy | None = None
     serving_policy: ServingPolicy | None = None
+    review_policy: ReviewPolicy | None = None
     task_options: JsonObject | None = Field(
         default=None, description="Replaces the task options; the task validates them."
     )
@@ -83,6 +85,7 @@ class ProjectPublic(BaseModel):
     reward_policy: RewardPolicy
     training_policy: TrainingPolicy
     serving_policy: ServingPolicy
+    review_policy: ReviewPolicy
     task_options: dict[str, Any]
     created_at: datetime
     updated_at: datetime

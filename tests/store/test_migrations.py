@@ -26,7 +26,7 @@ from fineloop.store import Store, migrate
 from fineloop.store.schema import Base
 
 TABLES = set(Base.metadata.tables)
-HEAD = "0006"
+HEAD = "0007"
 
 
 @pytest.fixture
@@ -304,4 +304,31 @@ def test_upgrading_a_0005_store_adds_the_serving_epoch_row_and_keeps_projects(
     assert [tuple(row) for row in rows] == [(1, 0)]
     migrate.downgrade(store.engine, "0005")
     assert "serving_epoch" not in _tables(store)
+    store.close()
+
+
+def test_upgrading_a_0006_store_gives_old_projects_the_default_review_policy(
+    blank: Settings,
+) -> None:
+    from fineloop.policies import ReviewPolicy
+    from fineloop.store.projects import get_project, project_public
+
+    store = Store.open(blank, migrate_schema=False)
+    migrate.upgrade(store.engine, "0006")
+    with store.engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO projects (name, task, description, reward_policy, training_policy,"
+                " serving_policy, task_options, created_at, updated_at) VALUES ('old',"
+                " 'embedding', '', '{}', '{}', '{}', '{}', '2026-01-01 00:00:00',"
+                " '2026-01-01 00:00:00')"
+            )
+        )
+    migrate.upgrade(store.engine)
+    assert _revision(store) == HEAD and _schema_drift(store) == []
+    with store.read() as session:
+        assert project_public(get_project(session, "old")).review_policy == ReviewPolicy()
+    migrate.downgrade(store.engine, "0006")
+    with store.engine.connect() as connection:
+        assert connection.execute(text("SELECT name FROM projects")).scalar() == "old"
     store.close()

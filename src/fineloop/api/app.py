@@ -21,6 +21,7 @@ from fineloop.api.routes import (
     keys,
     models,
     projects,
+    review,
     rollouts,
     search_jobs,
     snapshots,
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.include_router(search_jobs.router)  # hyperparameter search jobs
     app.include_router(job_kinds.router)  # snapshot build and evaluation jobs
     app.include_router(rollouts.router)  # A/B rollouts between versions
+    app.include_router(review.router)  # the review queue (active learning)
     app.include_router(webhooks.router)  # the secret that signs webhook deliveries
     app.include_router(web_routes.router)  # the dashboard at /
     metrics.install(app, store)  # /metrics, and request counts by route template

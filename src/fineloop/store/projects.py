@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from fineloop.errors import Conflict, NotFound
 from fineloop.feedback.rewards import RewardPolicy, stored_reward
-from fineloop.policies import ServingPolicy, TrainingPolicy
+from fineloop.policies import ReviewPolicy, ServingPolicy, TrainingPolicy
 from fineloop.schemas import ProjectCreate, ProjectPublic, ProjectUpdate
 from fineloop.store.schema import Feedback, Project, table
 from fineloop.tasks import get_task
@@ -27,6 +27,7 @@ def create_project(session: Session, spec: ProjectCreate) -> Project:
         reward_policy=spec.reward_policy.model_dump(mode="json"),
         training_policy=spec.training_policy.model_dump(mode="json"),
         serving_policy=spec.serving_policy.model_dump(mode="json"),
+        review_policy=spec.review_policy.model_dump(mode="json"),
         task_options=get_task(spec.task).options(spec.task_options),
         created_at=now,
         updated_at=now,
@@ -66,6 +67,10 @@ def serving_policy_of(project: Project) -> ServingPolicy:
     return read_stored(ServingPolicy, project.serving_policy, f"serving_policy of {project.name!r}")
 
 
+def review_policy_of(project: Project) -> ReviewPolicy:
+    return read_stored(ReviewPolicy, project.review_policy, f"review_policy of {project.name!r}")
+
+
 def update_project(session: Session, name: str, change: ProjectUpdate) -> Project:
     project = get_project(session, name)
     if change.base_model is not None:
@@ -76,6 +81,8 @@ def update_project(session: Session, name: str, change: ProjectUpdate) -> Projec
         project.training_policy = change.training_policy.model_dump(mode="json")
     if change.serving_policy is not None:
         project.serving_policy = change.serving_policy.model_dump(mode="json")
+    if change.review_policy is not None:
+        project.review_policy = change.review_policy.model_dump(mode="json")
     if change.task_options is not None:
         project.task_options = get_task(project.task).options(change.task_options)
     if change.reward_policy is not None:
@@ -120,6 +127,7 @@ def project_public(project: Project) -> ProjectPublic:
         reward_policy=policy_of(project),
         training_policy=training_policy_of(project),
         serving_policy=serving_policy_of(project),
+        review_policy=review_policy_of(project),
         task_options=dict(project.task_options or {}),
         created_at=project.created_at,
         updated_at=project.updated_at,

@@ -77,6 +77,7 @@ class Project(Base):
     reward_policy: Mapped[dict[str, Any]] = mapped_column(JSON)
     training_policy: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     serving_policy: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    review_policy: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # What the task family needs to know about this project (NER: its entity types),
     # validated by the task's `options`.
     task_options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from fastapi import APIRouter
 
     from fineloop.feedback.events import EventEnvelope
+    from fineloop.policies import ServingPolicy
     from fineloop.schemas import InteractionCreate
     from fineloop.serving.family import TaskServing
     from fineloop.serving.state import ServingState
@@ -234,6 +235,20 @@ class Task(Protocol):
         `shown` is the (input, output) of the interaction the event names, if any."""
         ...
 
+    def review_score(
+        self, options: Mapping[str, Any], shown: Shown, policy: ServingPolicy
+    ) -> float | None:
+        """How unsure the model was in one served interaction, from what it showed (higher:
+        review it sooner), for the review queue; None when the output tells nothing (the
+        queue then orders it by recency). Cheap: no model runs."""
+        ...
+
+    def review_answer(self, output: Any) -> Any:
+        """The part of a shown output two versions are compared on for the queue's
+        `disagreement` ranking (embedding: the top-1 item id), as a JSON value; None when
+        the output has no answer to compare."""
+        ...
+
     def converters(self) -> Mapping[str, Converter]:
         """Import formats this family reads (`fineloop data import --format <name>`), each
         turning a file into interactions and feedback."""
@@ -263,6 +278,14 @@ class TaskDefaults:
         self, options: Mapping[str, Any], event: EventEnvelope, shown: Shown | None
     ) -> list[tuple[str, str]]:
         return []
+
+    def review_score(
+        self, options: Mapping[str, Any], shown: Shown, policy: ServingPolicy
+    ) -> float | None:
+        return None
+
+    def review_answer(self, output: Any) -> Any:
+        return output
 
     def converters(self) -> Mapping[str, Converter]:
         return {}

@@ -6,6 +6,7 @@ torch) only when called, so finding the task through its entry point stays cheap
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,12 +14,13 @@ from pydantic import BaseModel
 
 from fineloop.config import Settings
 from fineloop.data.records import ProjectData
-from fineloop.tasks.base import BuiltSnapshot, Evaluation, ProgressSink, TaskDefaults
+from fineloop.tasks.base import BuiltSnapshot, Evaluation, ProgressSink, Shown, TaskDefaults
 from fineloop.tasks.embedding.config import EmbeddingTrainConfig, packaged_minilm_path
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
 
+    from fineloop.policies import ServingPolicy
     from fineloop.serving.state import ServingState
     from fineloop.tasks.embedding.build import BuildConfig
     from fineloop.tasks.embedding.predict import EmbeddingPredictor
@@ -106,3 +108,15 @@ class EmbeddingTask(TaskDefaults):
         from fineloop.tasks.embedding.routes import router
 
         return router
+
+    def review_score(
+        self, options: Mapping[str, Any], shown: Shown, policy: ServingPolicy
+    ) -> float | None:
+        from fineloop.tasks.embedding.review import ranking_uncertainty
+
+        return ranking_uncertainty(shown[1], policy.select_threshold)
+
+    def review_answer(self, output: Any) -> Any:
+        from fineloop.tasks.embedding.review import top_item
+
+        return top_item(output)

@@ -129,6 +129,13 @@ class GenerationTask(TaskDefaults):
 
         return {"generate": generate}
 
+    def review_answer(self, output: Any) -> Any:
+        """The reply's text: how it ended or whether it was adapted is no disagreement.
+        (No `review_score`: a reply stores no token probabilities, so the review queue
+        orders generation interactions by recency.)"""
+        text = output.get("text") if isinstance(output, dict) else output
+        return text if isinstance(text, str) else None
+
 
 def ensure_prepared(model: str) -> None:
     """Convert the default base (or the base an adapter names) if it is a preparable

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from fastapi import APIRouter
 
     from fineloop.feedback.events import EventEnvelope
+    from fineloop.policies import ServingPolicy
     from fineloop.serving.family import TaskServing
     from fineloop.serving.state import ServingState
     from fineloop.tasks.ner.config import NerTrainConfig
@@ -59,6 +60,31 @@ class NerTask(TaskDefaults):
         from fineloop.tasks.ner.feedback import check_event
 
         return check_event(parse_options(options), event, shown)
+
+    def review_score(
+        self, options: Mapping[str, Any], shown: Shown, policy: ServingPolicy
+    ) -> float | None:
+        """1 - the least confidence of a shown span; None when no span with a score was
+        shown (a text where the model found nothing tells nothing about its doubt)."""
+        output = shown[1]
+        spans = output.get("spans") if isinstance(output, dict) else None
+        scores = [
+            float(span["score"])
+            for span in (spans if isinstance(spans, list) else [])
+            if isinstance(span, dict)
+            and isinstance(span.get("score"), int | float)
+            and not isinstance(span.get("score"), bool)
+        ]
+        return round(1.0 - min(scores), 6) if scores else None
+
+    def review_answer(self, output: Any) -> Any:
+        spans = output.get("spans") if isinstance(output, dict) else None
+        if not isinstance(spans, list):
+            return None
+        found = [
+            (s.get("start"), s.get("end"), s.get("label")) for s in spans if isinstance(s, dict)
+        ]
+        return sorted(found, key=repr)
 
     def train_config(self, overrides: dict[str, Any]) -> NerTrainConfig:
         from fineloop.tasks.ner.config import NerTrainConfig
