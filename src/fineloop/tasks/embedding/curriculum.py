@@ -185,3 +185,30 @@ class OrderedNoDuplicatesBatchSampler(DefaultBatchSampler):
         if self.drop_last:
             return len(self.dataset) // self.batch_size
         return (len(self.dataset) + self.batch_size - 1) // self.batch_size
+
+
+def curriculum_rows(
+    how: str,
+    split: Dataset,
+    *,
+    seed: int,
+    model: SentenceTransformer,
+    model_path: str | Path,
+    corpus: Sequence[str],
+    positives: dict[str, set[str]],
+    folder: Path | None,
+) -> tuple[Dataset, dict[str, Any]]:
+    """The train split in the order to learn it, and the stamp's record of that order."""
+    if how == "off" or len(split) == 0:
+        return split, {"order": "off", "batches": "the library's shuffled sampler"}
+    ease = difficulty(
+        how,
+        split,
+        model=model,
+        model_path=model_path,
+        corpus=corpus,
+        positives=positives,
+        folder=folder,
+    )
+    order = easy_first(ease, seed)
+    return split.select(order), summary(how, ease, order)

@@ -42,8 +42,10 @@ from fineloop.runtime import (
     supports_bf16,
 )
 from fineloop.tasks.base import JobCancelled, ProgressSink
+from fineloop.tasks.embedding.batching import settle_batch
 from fineloop.tasks.embedding.config import EmbeddingTrainConfig
 from fineloop.tasks.embedding.corpus_vectors import encode_texts, keep, vectors_folder
+from fineloop.tasks.embedding.curriculum import curriculum_rows
 from fineloop.tasks.embedding.evaluate import (
     PRIMARY,
     PerQueryEvaluator,
@@ -88,17 +90,19 @@ def train(
     validation = None
     if VALIDATION in pairs and len(pairs[VALIDATION]) > 0:
         validation = ir_evaluator(pairs[VALIDATION], corpus, VALIDATION)
-    negatives = Negatives(sorted(set(corpus.values())), group_positives(pairs), settings.seed)
-    rows = spec.prepare(pairs["train"], negatives, settings.hard_negatives)
+    positives = group_positives(pairs)
+    negatives = Negatives(sorted(set(corpus.values())), positives, settings.seed)
     out_dir = Path(out_dir)
     work = out_dir / ".work"
     vectors = vectors_folder(snapshot)
+    fitted, arranged = settings, dict[str, Any]()  # settled once the base model is loaded
 
     def attempt(bf16: bool, model: SentenceTransformer) -> Run:
         label = "bf16" if bf16 else "fp32"
-        sink.log(f"training {settings.loss} on {len(rows)} examples ({label})")
+        batch = fitted.batch_size
+        sink.log(f"training {fitted.loss} on {len(rows)} examples, batch {batch} ({label})")
         callback = SinkCallback(sink, f"eval_{VALIDATION}_cosine_")
-        callbacks = [callback, *early_stopping(settings, validation)]
+        callbacks = [callback, *early_stopping(fitted, validation)]
         best = None
         if validation is not None and not bf16 and vectors is not None:
             best = BestCorpus(validation, f"eval_{VALIDATION}_cosine_{PRIMARY}")
@@ -111,8 +115,8 @@ def train(
         try:
             state = fit_run(
                 model,
-                spec,
-                settings,
+                get_loss(fitted.loss),
+                fitted,
                 rows,
                 validation,
                 checkpoints,
@@ -144,6 +148,20 @@ def train(
             if base_score is not None:
                 sink.metric("eval_ndcg@10", 0, base_score)
                 sink.log(f"base model: validation {PRIMARY} {base_score:.4f}")
+            split, arranged["curriculum"] = curriculum_rows(
+                settings.curriculum,
+                pairs["train"],
+                seed=settings.seed,
+                model=model,
+                model_path=base_model,
+                corpus=list(corpus.values()),
+                positives=positives,
+                folder=vectors,
+            )
+            rows = spec.prepare(split, negatives, settings.hard_negatives)
+            fitted, arranged["batch"], chosen = settle_batch(settings, rows, model, work)
+            if chosen is not None:
+                sink.log(chosen)
             run = attempt(resolve_precision(settings.precision) == "bf16", model)
             tried = {run.precision: run.score}
             rerun = settings.precision == "auto" and run.precision == "bf16"
@@ -157,6 +175,7 @@ def train(
             if is_main_process():
                 info = stamp(snapshot, base_model, settings, run, base_score)
                 info["validation"]["runs"] = tried
+                info.update(arranged)  # the curriculum order and the batch size used
                 publish(run, out_dir, info)
         except JobCancelled:
             if is_main_process():  # a cancel is final: nothing will resume from checkpoints
