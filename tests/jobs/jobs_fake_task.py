@@ -3,7 +3,8 @@
 Its "model" is a folder with model.json holding a skill level; training adds `gain` to the
 skill step by step (reporting loss and progress, obeying cancel), and evaluation scores each
 held-out query as skill plus a fixed per-query offset. So the gate's outcome follows from
-`gain` exactly: positive gains pass a zero margin, zero or negative gains fail it.
+`gain` exactly: positive gains pass a zero margin, zero or negative gains fail it. A refit
+(`training_policy.refit`) gets the parent's skill plus `refit_gain`, if set.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from fineloop.serving import get_serving
 from fineloop.serving.family import PredictorServing
 from fineloop.serving.interactions import log_interaction
 from fineloop.serving.state import ServingState
-from fineloop.tasks.base import BuiltSnapshot, Evaluation, ProgressSink, TaskDefaults
+from fineloop.tasks.base import BuiltSnapshot, Evaluation, ProgressSink, Refitted, TaskDefaults
 
 MIN_EXAMPLES = 6
 
@@ -40,6 +41,12 @@ class FakeConfig(BaseModel):
     steps: int = Field(default=4, ge=1, description="Training steps.")
     step_seconds: float = Field(default=0.0, ge=0, description="Pause per step (slow runs).")
     fail: bool = Field(default=False, description="Raise during training.")
+    refit_gain: float | None = Field(
+        default=None,
+        description="With refit on: the refit's skill over the parent (None: the family "
+        "makes no refit, as one without the capability).",
+    )
+    refit_fail: bool = Field(default=False, description="Raise during the refit.")
 
 
 def make_model(folder: Path, skill: float) -> Path:
@@ -125,6 +132,29 @@ class FakeTask(TaskDefaults):
             sink.progress(step / config.steps, f"step {step}/{config.steps}")
         sink.metric("eval_score", config.steps, skill + config.gain)
         return make_model(out_dir / "model", skill + config.gain)
+
+    def refit(
+        self,
+        snapshot: Path,
+        base_model: str,
+        config: BaseModel,
+        trained: Path,
+        out_dir: Path,
+        sink: ProgressSink,
+    ) -> Refitted | None:
+        """The parent's skill plus `refit_gain`, trained on train + validation."""
+        assert isinstance(config, FakeConfig)
+        if config.refit_gain is None:
+            return super().refit(snapshot, base_model, config, trained, out_dir, sink)
+        if config.refit_fail:
+            raise RuntimeError("the fake refit broke on purpose")
+        splits = json.loads((snapshot / "examples.json").read_text())["splits"]
+        sink.progress(1.0, "refitted")
+        folder = make_model(out_dir / "model", skill_of(base_model) + config.refit_gain)
+        return Refitted(
+            folder,
+            {"epochs": 1, "train_examples": len(splits["train"]) + len(splits["validation"])},
+        )
 
     def evaluate(self, model: str, snapshot: Path, split: str = "test") -> Evaluation:
         skill = skill_of(model)

@@ -8,8 +8,12 @@ registry row, the aliases and the job's success are written in ONE transaction. 
 kill before that commit leaves no version and the champion untouched; the folder it may
 leave is removed by the next run (see `_next_free_number`).
 
-Each step reports its wall time (`phase_seconds/build`, `/train`, `/evaluate`) and, for a
-task that encodes a corpus, how many texts it encoded and reused (`fineloop.tasks.
+With the project's `refit` policy, a candidate that passed the gate is trained once more on
+train + validation before that transaction, and the refit is what gets registered (see
+`refit`); it publishes and commits exactly like a candidate.
+
+Each step reports its wall time (`phase_seconds/build`, `/train`, `/evaluate`, `/refit`)
+and, for a task that encodes a corpus, how many texts it encoded and reused (`fineloop.tasks.
 encode_counts`): the numbers a slow job is diagnosed with.
 """
 
@@ -27,6 +31,7 @@ from fineloop.config import Settings
 from fineloop.jobs import distributed
 from fineloop.jobs import store as jobs
 from fineloop.jobs.checkpoint_mirror import mirrored
+from fineloop.jobs.refit import Chosen, refit_after_gate
 from fineloop.jobs.runner import job_folder
 from fineloop.jobs.sink import Stage
 from fineloop.jobs.training_steps import evaluate_all, gate_decision, snapshot_for
@@ -49,6 +54,8 @@ from fineloop.tasks.base import BuiltSnapshot, JobCancelled, ProgressSink, Task
 from fineloop.tasks.encode_counts import counting, report
 
 BUILD, TRAIN, EVALUATE = (0.0, 0.15), (0.15, 0.8), (0.8, 0.97)
+# With refit on, training leaves room for a second fit after the gate (evaluations, refit).
+REFIT_TRAIN, REFIT_EVALUATE = (0.15, 0.5), (0.5, 0.97)
 
 
 def run_training(
@@ -74,7 +81,10 @@ def run_training(
     # the runner removes it once the job has ended.
     scratch = job_folder(settings, project.name, job_id)
     scratch.mkdir(parents=True, exist_ok=True)
-    sink.progress(TRAIN[0], f"training from v{champion.number}")
+    train_stage, evaluate_stage = (
+        (REFIT_TRAIN, REFIT_EVALUATE) if policy.refit else (TRAIN, EVALUATE)
+    )
+    sink.progress(train_stage[0], f"training from v{champion.number}")
     started = time.perf_counter()
     with mirrored(settings, project.name, job_id, scratch, sink):
         trained, ran = distributed.train(
@@ -83,7 +93,7 @@ def run_training(
             artifacts.fetch(settings, champion.artifact_uri),
             config,
             scratch,
-            Stage(sink, *TRAIN, "training"),
+            Stage(sink, *train_stage, "training"),
             launch=launch,
             log=distributed.log_path(settings, job_id),
         )
@@ -104,6 +114,7 @@ def run_training(
         champion,
         snapshot,
         candidate,
+        stage=evaluate_stage,
     )
 
 
@@ -165,8 +176,9 @@ def evaluate_and_register(
     *,
     stage: tuple[float, float] = EVALUATE,
 ) -> dict[str, Any]:
-    """Evaluate a trained candidate against base and champion, gate it, publish its folder
-    and register it: how a training job ends, and a search job with its best trial."""
+    """Evaluate a trained candidate against base and champion, gate it, refit it if the
+    policy says so and it passed, publish the chosen folder and register it: how a training
+    job ends, and a search job with its best trial."""
     sink.progress(stage[0], "evaluating base, champion and candidate")
     started = time.perf_counter()
     with counting() as counts:
@@ -178,13 +190,32 @@ def evaluate_and_register(
     decision = gate_decision(evaluation, policy)
     sink.log(decision.reason)
     _check(sink)
+    chosen = Chosen(candidate.folder, evaluation.as_metrics(decision))
+    if policy.refit and not decision.passed:
+        sink.log("refit: skipped, the candidate did not pass the gate")
+    elif policy.refit:
+        refit_stage = (stage[0] + 0.15 * (stage[1] - stage[0]), stage[1])
+        chosen = refit_after_gate(
+            task,
+            settings,
+            sink,
+            snapshot=snapshot.path,
+            champion=champion,
+            trained=candidate.folder,
+            train_config=candidate.config["train"],
+            comparison=evaluation,
+            decision=decision,
+            out_dir=job_folder(settings, project.name, job_id).with_name(f"job{job_id}-refit"),
+            stage=refit_stage,
+        )
+    refit = {} if chosen.record is None else {"refit": chosen.record}
     flush = getattr(sink, "flush", None)
     if callable(flush):  # the run's metrics and logs land before its final state event
         flush()
 
     number = _next_free_number(store, settings, project)
     published = artifacts.publish(
-        settings, candidate.folder, artifacts.version_location(settings, project.name, number)
+        settings, chosen.folder, artifacts.version_location(settings, project.name, number)
     )
     registered = False
     try:
@@ -198,11 +229,11 @@ def evaluate_and_register(
                 base=base,
                 champion=champion,
                 snapshot_id=snapshot.id,
-                config=candidate.config,
-                metrics=evaluation.as_metrics(decision),
+                config=candidate.config | (chosen.config or {}),
+                metrics=chosen.metrics | refit,
                 decision=decision,
                 auto_promote=policy.auto_promote,
-                summary=candidate.summary,
+                summary=candidate.summary | refit,
             )
         registered = True
         return result

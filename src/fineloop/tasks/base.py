@@ -142,6 +142,16 @@ class Evaluation:
         return ours - theirs if self.higher_is_better else theirs - ours
 
 
+@dataclass(frozen=True)
+class Refitted:
+    """A model trained once more on train + validation after its candidate passed the gate
+    (`Task.refit`): its folder, and what the run was, JSON values the version records
+    (at least `epochs` or `max_steps`, and `train_examples`: the rows it trained on)."""
+
+    folder: Path
+    summary: dict[str, Any]
+
+
 @runtime_checkable
 class Predictor(Protocol):
     """What `Task.load` returns: a model ready to answer. Serving calls
@@ -205,6 +215,21 @@ class Task(Protocol):
         ...
 
     def evaluate(self, model: str, snapshot: Path, split: str = "test") -> Evaluation: ...
+
+    def refit(
+        self,
+        snapshot: Path,
+        base_model: str,
+        config: BaseModel,
+        trained: Path,
+        out_dir: Path,
+        sink: ProgressSink,
+    ) -> Refitted | None:
+        """Train once more from base_model, now on the train and validation splits together,
+        with `config` and the length of training the run that made `trained` kept as best
+        (read from what it saved), without early stopping; save to out_dir. None: this
+        family cannot refit (or that run kept nothing to go by) — it logs why to the sink."""
+        ...
 
     def load(self, model: str) -> Predictor:
         """A predictor for the model at this local path (or hub id)."""
@@ -286,6 +311,18 @@ class TaskDefaults:
 
     def review_answer(self, output: Any) -> Any:
         return output
+
+    def refit(
+        self,
+        snapshot: Path,
+        base_model: str,
+        config: BaseModel,
+        trained: Path,
+        out_dir: Path,
+        sink: ProgressSink,
+    ) -> Refitted | None:
+        sink.log(f"refit: the {getattr(self, 'name', 'this')} family cannot refit")
+        return None
 
     def converters(self) -> Mapping[str, Converter]:
         return {}

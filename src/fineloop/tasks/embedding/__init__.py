@@ -14,7 +14,14 @@ from pydantic import BaseModel
 
 from fineloop.config import Settings
 from fineloop.data.records import ProjectData
-from fineloop.tasks.base import BuiltSnapshot, Evaluation, ProgressSink, Shown, TaskDefaults
+from fineloop.tasks.base import (
+    BuiltSnapshot,
+    Evaluation,
+    ProgressSink,
+    Refitted,
+    Shown,
+    TaskDefaults,
+)
 from fineloop.tasks.embedding.config import EmbeddingTrainConfig, packaged_minilm_path
 
 if TYPE_CHECKING:
@@ -88,6 +95,19 @@ class EmbeddingTask(TaskDefaults):
         from fineloop.tasks.embedding.train import train
 
         return train(snapshot, base_model, config, out_dir, sink)
+
+    def refit(
+        self,
+        snapshot: Path,
+        base_model: str,
+        config: BaseModel,
+        trained: Path,
+        out_dir: Path,
+        sink: ProgressSink,
+    ) -> Refitted | None:
+        from fineloop.tasks.embedding.refit import refit
+
+        return refit(snapshot, base_model, config, trained, out_dir, sink)
 
     def evaluate(self, model: str, snapshot: Path, split: str = "test") -> Evaluation:
         from fineloop.tasks.embedding.evaluate import evaluate
