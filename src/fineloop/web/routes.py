@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, Request
@@ -22,7 +22,9 @@ from fineloop import __version__, auth
 from fineloop.api.deps import KeyCache, StoreDep, checked_scope, from_own_pages, require
 from fineloop.api.throttle import TooManyFailures
 from fineloop.errors import Forbidden, NotFound, Unauthorized
+from fineloop.policies import ReviewRanking
 from fineloop.web import families, views
+from fineloop.web.review import review_page
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
@@ -62,6 +64,23 @@ def project(project: str, request: Request, store: StoreDep) -> Response:
         return _not_found(request, error.message)
     charted = {k: v for k, v in data.items() if k != "family"}  # the panel is HTML only
     return _render(request, "project.html", data, page_data=charted)
+
+
+@router.get("/projects/{project}/review")
+def review(project: str, request: Request, store: StoreDep) -> Response:
+    """The review queue, one interaction at a time; answers go to the feedback API."""
+    if (login := _login_needed(request)) is not None:
+        return login
+    if not PROJECT_NAME.match(project):
+        return _not_found(request, f"there is no project {project!r}")
+    asked = request.query_params.get("ranking")  # anything else: the policy's ranking
+    ranking = next((r for r in get_args(ReviewRanking) if r == asked), None)
+    try:
+        with store.read() as session:
+            data = review_page(session, project, ranking)
+    except NotFound as error:
+        return _not_found(request, error.message)
+    return _render(request, "review.html", data, page_data=data)
 
 
 @router.get("/jobs/{job_id}")
