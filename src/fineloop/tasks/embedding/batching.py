@@ -23,8 +23,10 @@ Before a probe runs, its need is predicted linearly from the two sizes measured 
 (activations grow with the batch); a size predicted above the budget is not run, so the
 search never allocates much past the budget. The first size over the budget ends the
 search. When that stopped an mnrl search below the largest size, a bigger batch is still
-wanted (in-batch negatives): the largest size is probed with cached_mnrl, mini-batches of
-the size that fit, and taken if it fits.
+wanted (in-batch negatives): the largest size is probed with cached_mnrl in mini-batches
+of the size that fit (then each smaller candidate), and the first that fits is taken. So
+a smaller budget never gives a larger batch in memory at once (the mini-batch, or the
+batch without the switch).
 """
 
 from __future__ import annotations
@@ -140,12 +142,14 @@ def choose(candidates: list[int], loss: str, budget: float, need: Need) -> Plan:
         )
     largest = candidates[-1]
     twin = SWITCHABLE.get(loss)
-    if twin is not None and plan.batch_size < largest:
-        key = f"{twin}@{largest}/{plan.batch_size}"
-        plan.needs_mb[key] = needed = need(twin, largest, plan.batch_size)
+    if twin is None or plan.batch_size == largest:
+        return plan
+    for mini in reversed([size for size in candidates if size <= plan.batch_size]):
+        key = f"{twin}@{largest}/{mini}"
+        plan.needs_mb[key] = needed = need(twin, largest, mini)
         if needed <= budget:
-            plan.loss, plan.cached_mini_batch_size = twin, plan.batch_size
-            plan.batch_size = largest
+            plan.loss, plan.cached_mini_batch_size, plan.batch_size = twin, mini, largest
+            break
     return plan
 
 
