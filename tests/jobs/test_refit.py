@@ -92,7 +92,7 @@ def test_refit_off_is_the_pipeline_as_before(
 
 
 def test_a_refit_that_tests_no_worse_is_registered_with_both_models_metrics(
-    store: Store, settings: Settings, fake_project: MakeProject
+    store: Store, settings: Settings, fake_project: MakeProject, client: TestClient
 ) -> None:
     name = fake_project(skill=0.5, refit=True)
     job, progress = train_watched(store, settings, name, gain=0.1, refit_gain=0.2)
@@ -119,11 +119,13 @@ def test_a_refit_that_tests_no_worse_is_registered_with_both_models_metrics(
     assert progress == sorted(progress)  # the refit's stage comes after the evaluation's
     assert any(REFIT_EVALUATE[0] < p < REFIT_EVALUATE[1] for p in progress)
     assert not list((artifacts.root(settings) / name / "tmp").iterdir())  # scratch cleared
+    page = client.get(f"/jobs/{job.id}").text  # the dashboard's job page says so
+    assert '<span id="job-refit">Refitted on train + validation (12 examples, 1 epoch).' in page
 
 
 @pytest.mark.parametrize("task", ["fake", "fake-loss"])
 def test_a_refit_that_tests_worse_than_the_candidate_is_dropped_with_the_reason(
-    store: Store, settings: Settings, fake_project: MakeProject, task: str
+    store: Store, settings: Settings, fake_project: MakeProject, task: str, client: TestClient
 ) -> None:
     name = fake_project(skill=0.5, refit=True, task=task)
     job = train(store, settings, name, gain=0.1, refit_gain=0.05)
@@ -137,6 +139,7 @@ def test_a_refit_that_tests_worse_than_the_candidate_is_dropped_with_the_reason(
     assert record[f"refit_{primary}"] == record["refit"][primary]
     assert "refit" not in v1.config  # the artifact is the candidate, trained as configured
     assert alias(store, name, "champion") == "v1"  # the candidate passed: it is promoted
+    assert "Not refitted: the refit&#39;s test" in client.get(f"/jobs/{job.id}").text
 
 
 def test_no_refit_runs_when_the_gate_fails(

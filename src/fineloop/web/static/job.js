@@ -72,6 +72,13 @@
     document.getElementById("metrics-empty").hidden = Object.keys(others).length > 0;
   }
 
+  function refitText(refit) {
+    if (refit.registered !== "refit") return `Not refitted: ${refit.reason}`;
+    const epochs = `${refit.epochs} epoch${refit.epochs === 1 ? "" : "s"}`;
+    const length = refit.max_steps ? `${refit.max_steps} steps` : epochs;
+    return `Refitted on train + validation (${refit.train_examples} examples, ${length}).`;
+  }
+
   function showJob(next) {
     job = next;
     const state = document.getElementById("job-state");
@@ -88,6 +95,8 @@
       const link = fl.h("a", { href: `/projects/${job.project}#models-panel`, id: "job-version" }, job.version);
       const promoted = job.result && job.result.promoted;
       parts.push("Registered ", link, promoted ? " and promoted to champion." : " (champion unchanged).");
+      const refit = job.result && job.result.refit;
+      if (refit) parts.push(" ", fl.h("span", { id: "job-refit" }, refitText(refit)));
     }
     if (job.error) parts.push(" ", fl.h("span", { class: "error-text" }, job.error));
     result.replaceChildren(...parts);
