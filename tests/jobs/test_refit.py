@@ -182,6 +182,39 @@ def test_a_crash_during_the_refit_registers_nothing_and_the_champion_serves(
     assert not artifacts.version_dir(settings, name, 1).exists()
 
 
+class CancelDuringRefit(StoreSink):
+    """Cancels the job (as a user would) when the refit reports its end."""
+
+    def __init__(self, store: Store, job_id: int) -> None:
+        super().__init__(store, job_id)
+        self.asked = False
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        super().progress(fraction, message)
+        if message == "refitted" and not self.asked:
+            with self.store.write() as session:
+                jobs.request_cancel(session, self.job_id)
+            self.asked = True
+
+    def cancelled(self) -> bool:
+        return self.asked or super().cancelled()
+
+
+def test_a_cancel_during_the_refit_registers_nothing(
+    store: Store, settings: Settings, fake_project: MakeProject
+) -> None:
+    name = fake_project(skill=0.5, refit=True)
+    overrides = {"gain": 0.1, "refit_gain": 0.2}
+    with store.write() as session:
+        made = jobs.create_job(
+            session, get_project(session, name), "train", {"overrides": overrides}, claimed_by="t"
+        )
+    assert execute(store, settings, made.id, CancelDuringRefit(store, made.id)) == "cancelled"
+    assert [v.number for v in versions(store, name)] == [0]
+    assert alias(store, name, "champion") == "v0"
+    assert not list((artifacts.root(settings) / name / "tmp").iterdir())  # refit folder too
+
+
 # --- the embedding family -------------------------------------------------------------------
 
 
