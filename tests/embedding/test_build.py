@@ -256,6 +256,7 @@ def test_the_saved_folder_loads_with_datasets(
     assert set(pairs["train"].column_names) == {
         "anchor", "positive", "positive_id", "negatives", "negative_ids",
         "query_group", "feedback_ids", "score", "label",
+        "synthetic", "generator", "prompt_hash",  # lineage: test_synthetic_queries.py
     }  # fmt: skip
     assert {name: len(pairs[name]) for name in pairs} == built.splits
     assert sum(built.splits.values()) == 20 and min(built.splits.values()) > 0

@@ -17,6 +17,7 @@ from fineloop.store.projects import (
     project_public,
     update_project,
 )
+from fineloop.tasks import get_task
 
 router = APIRouter(prefix="/v1/projects", tags=["projects"], dependencies=[Admin], responses=KEYED)
 
@@ -25,6 +26,7 @@ router = APIRouter(prefix="/v1/projects", tags=["projects"], dependencies=[Admin
 def create(spec: ProjectCreate, store: StoreDep, settings: SettingsDep) -> ProjectPublic:
     if spec.base_model:
         base_models.check(settings, spec.base_model)  # 422 before anything is stored
+    get_task(spec.task).train_config(spec.training_policy.train)  # a typo: 422 naming it
     with store.write() as session:
         return project_public(create_project(session, spec))
 
@@ -49,6 +51,8 @@ def update(
     if change.base_model:
         base_models.check(settings, change.base_model)
     with store.write() as session:
+        if change.training_policy is not None:  # a typo is a 422 now, not a failed job later
+            get_task(get_project(session, project).task).train_config(change.training_policy.train)
         return project_public(update_project(session, project, change))
 
 
