@@ -18,6 +18,7 @@ from rich.markup import escape
 from fineloop.cli import data, jobs, keys, models, projects, rollouts, serve, train, tune
 from fineloop.cli import export as export_cli
 from fineloop.cli import index as index_cli
+from fineloop.cli import review as review_cli
 from fineloop.cli import worker as worker_cli
 from fineloop.cli.common import err_console
 from fineloop.extras import hint_for
@@ -41,6 +42,7 @@ models.app.command("export")(export_cli.export)
 app.add_typer(models.app, name="models")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(rollouts.app, name="rollout")
+app.add_typer(review_cli.app, name="review")
 app.add_typer(index_cli.app, name="index")
 
 log = logging.getLogger(__name__)

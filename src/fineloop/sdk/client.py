@@ -17,6 +17,7 @@ from fineloop.sdk.files import FileCalls
 from fineloop.sdk.generation import GenerationCalls
 from fineloop.sdk.models import ModelCalls
 from fineloop.sdk.ner import NerCalls
+from fineloop.sdk.review import ReviewCalls
 from fineloop.sdk.rollouts import RolloutCalls
 from fineloop.sdk.search import SearchCalls
 from fineloop.sdk.transport import Transport, chunks, project_path, segment
@@ -25,7 +26,14 @@ MAX_BATCH = 10_000
 
 
 class Client(
-    SearchCalls, GenerationCalls, NerCalls, FeedbackCalls, FileCalls, ModelCalls, RolloutCalls
+    SearchCalls,
+    GenerationCalls,
+    NerCalls,
+    FeedbackCalls,
+    FileCalls,
+    ModelCalls,
+    RolloutCalls,
+    ReviewCalls,
 ):
     """Talk to a fineloop server. `api_key` defaults to the FINELOOP_API_KEY variable.
 
@@ -87,8 +95,8 @@ class Client(
         return self._t.obj("GET", project_path(name))
 
     def update_project(self, name: str, **changes: Any) -> dict[str, Any]:
-        """Change base_model, description, task_options, training_policy, serving_policy or
-        reward_policy (which recomputes all rewards)."""
+        """Change base_model, description, task_options, training_policy, serving_policy,
+        review_policy or reward_policy (which recomputes all rewards)."""
         return self._t.obj("PATCH", project_path(name), body=changes, idempotent=True)
 
     def stats(self, project: str, bucket: str = "day") -> dict[str, Any]:
