@@ -18,8 +18,10 @@ from fastapi.testclient import TestClient
 from jobs_fake_task import skill_of
 from jobs_fixtures import MakeProject, fake_plugin, fake_project
 from test_jobs_pipeline import alias, train, versions
+from typer.testing import CliRunner
 
 from fineloop import artifacts
+from fineloop.cli import app
 from fineloop.config import Settings
 from fineloop.jobs import store as jobs
 from fineloop.jobs.runner import execute
@@ -140,6 +142,21 @@ def test_a_refit_that_tests_worse_than_the_candidate_is_dropped_with_the_reason(
     assert "refit" not in v1.config  # the artifact is the candidate, trained as configured
     assert alias(store, name, "champion") == "v1"  # the candidate passed: it is promoted
     assert "Not refitted: the refit&#39;s test" in client.get(f"/jobs/{job.id}").text
+
+
+def test_the_cli_in_the_foreground_says_what_the_refit_did(
+    store: Store, settings: Settings, fake_project: MakeProject
+) -> None:
+    name = fake_project(skill=0.5, refit=True)
+    env = {"FINELOOP_DATA_DIR": str(settings.data_dir), "COLUMNS": "200"}
+    if settings.database_url:
+        env["FINELOOP_DATABASE_URL"] = settings.database_url
+    sets = ["--set", "gain=0.1", "--set", "refit_gain=0.2"]
+    result = CliRunner().invoke(app, ["train", name, *sets], env=env)
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())
+    assert "refit: the refit's test score 0." in out and "the refit is registered" in out
+    assert abs(skill_of(versions(store, name)[-1].artifact_uri) - 0.7) < 1e-9
 
 
 def test_no_refit_runs_when_the_gate_fails(

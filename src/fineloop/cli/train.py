@@ -170,7 +170,8 @@ def run_here(store: Store, settings: Settings, job: Job) -> None:
 
 
 def report(job: dict[str, Any]) -> None:
-    """The outcome: state, the metrics of base, champion and candidate, the gate decision."""
+    """The outcome: state, the metrics of base, champion and candidate (a refit, when it
+    is what was registered), the gate decision, and the refit's."""
     if job["state"] != "succeeded":
         why = job["error"] or job["message"]
         err_console.print(f"[red]job {job['id']} {job['state']}:[/red] {why}", highlight=False)
@@ -194,6 +195,8 @@ def report(job: dict[str, Any]) -> None:
     console.print(f"gate {verdict}: {gate['reason']}", highlight=False)
     if gate.get("note"):
         console.print(gate["note"], highlight=False)
+    if refit := result.get("refit"):  # the project refits: what was registered, and why
+        console.print(f"refit: {refit.get('reason')}", highlight=False)
     console.print(
         f"job {job['id']} succeeded: {job['message']} (champion: {result['champion']})",
         highlight=False,
