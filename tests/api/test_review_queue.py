@@ -211,3 +211,49 @@ def test_a_bad_review_policy_is_a_422(client: TestClient, project: str) -> None:
 def test_an_unknown_project_is_a_404(client: TestClient) -> None:
     response = client.get("/v1/projects/nope/review")
     assert response.status_code == 404 and "nope" in response.text
+
+
+def test_ner_ranks_by_its_least_confident_span_and_generation_by_recency(
+    client: TestClient,
+) -> None:
+    """The queue asks the family: NER's uncertainty is 1 - the least span score shown (a
+    text with no span has none); a generation reply stores no probabilities, so its
+    interactions come newest first."""
+    spec = {"name": "tags", "task": "ner", "task_options": {"entity_types": ["PUMP"]}}
+    assert client.post("/v1/projects", json=spec).status_code == 201
+
+    def spans(*scores: float) -> dict[str, Any]:
+        return {"spans": [{"start": 0, "end": 4, "label": "PUMP", "score": s} for s in scores]}
+
+    ner = [("confident", spans(0.99, 0.97)), ("doubtful", spans(0.95, 0.41)), ("none", spans())]
+    log(
+        client,
+        "tags",
+        [
+            {"id": n, "input": {"text": f"P-10 {n}"}, "output": o, "created_at": START.isoformat()}
+            for n, o in ner
+        ],
+    )
+    page = queue(client, "tags")
+    assert ids(page) == ["doubtful", "confident", "none"]
+    assert [i["score"] for i in page["items"]] == pytest.approx([0.59, 0.03, None])
+
+    assert (
+        client.post("/v1/projects", json={"name": "bot", "task": "generation"}).status_code == 201
+    )
+    log(
+        client,
+        "bot",
+        [
+            {
+                "id": f"reply{i}",
+                "input": {"messages": [{"role": "user", "content": f"q{i}"}]},
+                "output": {"text": f"a{i}", "finish_reason": "stop"},
+                "created_at": (START + timedelta(minutes=i)).isoformat(),
+            }
+            for i in range(3)
+        ],
+    )
+    page = queue(client, "bot")
+    assert ids(page) == ["reply2", "reply1", "reply0"]
+    assert {(i["score"], i["reason"]) for i in page["items"]} == {(None, "recent")}
