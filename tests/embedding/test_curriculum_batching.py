@@ -328,3 +328,21 @@ def test_training_with_both_stamps_the_order_and_the_batch(
     assert info["curriculum"]["easiest"] >= info["curriculum"]["hardest"]
     assert any(line.startswith("batch_size auto: 16") for line in sink.lines)
     assert any("batch 16" in line for line in sink.lines)
+
+
+def test_the_api_takes_them_as_training_overrides_and_names_a_bad_one(
+    client: Any, project: str
+) -> None:
+    good = {"train": {"curriculum": "feedback", "batch_size": "auto", "memory_budget_mb": 2048}}
+    response = client.patch(f"/v1/projects/{project}", json={"training_policy": good})
+    assert response.status_code == 200, response.text
+    stored = client.get(f"/v1/projects/{project}").json()["training_policy"]["train"]
+    assert stored["curriculum"] == "feedback" and stored["batch_size"] == "auto"
+    for overrides, field in (
+        ({"batch_size": "big"}, "train.batch_size"),
+        ({"memory_budget_mb": -1}, "train.memory_budget_mb"),
+        ({"curriculum": "hard_first"}, "train.curriculum"),
+    ):
+        response = client.post(f"/v1/projects/{project}/train", json={"overrides": overrides})
+        assert response.status_code == 422, response.text
+        assert field in response.text
