@@ -15,6 +15,13 @@ job starts from it and mines with it):
 - curriculum: training rows ordered easy to hard by the base model's own margin;
 - batch_auto: the largest batch that fits the memory budget.
 
+With `--active-learning` (Banking77), the review queue is measured: every training query is
+searched once (an interaction, no feedback), and a simulated reviewer answers from the gold
+labels in the queue's order: `uncertainty` (the model's own doubt about what it showed)
+against `random`. After each budget of answered interactions a job trains from the base
+model; the result is how many answered interactions each order needs to reach 95% of the
+nDCG@10 that answering all of them gives (and 95% of that gain over the base model).
+
 Every model ranks the whole catalog for the held-out TEST queries of each half separately
 (nDCG@10 per query, sentence-transformers' evaluator); each variant is compared with `off`
 by a paired bootstrap over those queries (95% interval of the mean difference). `base` is
@@ -24,6 +31,7 @@ the same real (query, right item) pairs the users produced.
     .venv/bin/python bench/curation.py                 # both datasets, every variant
     .venv/bin/python bench/curation.py --quick         # a smoke run
     .venv/bin/python bench/curation.py --variants off synthetic
+    .venv/bin/python bench/curation.py --datasets banking77 --variants --active-learning
 """
 
 from __future__ import annotations
@@ -65,7 +73,17 @@ VARIANTS: dict[str, dict[str, Any]] = {
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=["stackfaq", "banking77"])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument(
+        "--active-learning", action="store_true", help="Measure the review queue's order."
+    )
+    parser.add_argument(
+        "--budgets",
+        type=float,
+        nargs="+",
+        default=[0.1, 0.2, 0.3, 0.45, 0.6],
+        help="Shares of the pool answered before each active-learning job.",
+    )
     parser.add_argument(
         "--per-intent", type=int, default=20, help="Banking77 training queries per intent."
     )
@@ -251,8 +269,135 @@ def run_case(name: str, args: argparse.Namespace) -> dict[str, Any]:
     return case
 
 
+def active_learning(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Answered interactions needed, queue order vs random, to reach 95% of full feedback."""
+    import httpx
+
+    data = load(name, args)
+    everything = {"all": list(data.test)}
+    base_model = minilm_path()
+    base = summary(score_model(base_model, data.items, everything))["ndcg@10_all"]
+    curves: dict[str, list[tuple[int, float]]] = {}
+    with running_server() as server, Client(server.url, timeout=600) as client:
+        orders: dict[str, list[str]] = {}
+        asked: dict[str, dict[str, Any]] = {}
+        for ranking in ("uncertainty", "random"):
+            project = f"{name}-{ranking}"
+            create_project(
+                client,
+                project,
+                data.items,
+                base_model=base_model,
+                training_policy=training_policy("off", args.epochs),
+            )
+            client.update_project(project, review_policy={"scan": 50_000, "ranking": ranking})
+            print(f"[{project}] {len(data.train)} searches, no feedback ...", flush=True)
+            for query, right in data.train:
+                found = client.search(project, query, k=10)
+                asked.setdefault(ranking, {})[found["interaction_id"]] = (query, right, found)
+            orders[ranking] = queue_order(httpx, server.url, project, ranking)
+        pool = len(data.train)
+        for ranking, order in orders.items():
+            project, answered, curve = f"{name}-{ranking}", 0, [(0, base)]
+            for share in sorted(args.budgets):
+                wanted = round(share * pool)
+                for interaction_id in order[answered:wanted]:
+                    answer(client, project, *asked[ranking][interaction_id])
+                answered = max(answered, wanted)
+                print(f"[{project}] {answered} answered: training ...", flush=True)
+                job = run_job(client, project, JOB_TIMEOUT_S)
+                value = summary(score_model(job["artifact"], data.items, everything))
+                curve.append((answered, value["ndcg@10_all"]))
+                print(f"[{project}] {answered}: nDCG@10 {curve[-1][1]:.4f}", flush=True)
+            curves[ranking] = curve
+        project = f"{name}-uncertainty"
+        for interaction_id in orders["uncertainty"][answered:]:
+            answer(client, project, *asked["uncertainty"][interaction_id])
+        print(f"[{name}] all {pool} answered: training ...", flush=True)
+        job = run_job(client, project, JOB_TIMEOUT_S)
+        full = summary(score_model(job["artifact"], data.items, everything))["ndcg@10_all"]
+    needed = {
+        ranking: {
+            "to_95pct_of_full": first_reaching(curve, 0.95 * full),
+            "to_95pct_of_gain": first_reaching(curve, base + 0.95 * (full - base)),
+        }
+        for ranking, curve in curves.items()
+    }
+    return {
+        "case": f"active learning on {name}: pool of {len(data.train)} searches, "
+        f"test {len(data.test)} queries",
+        "base": {"ndcg@10": base},
+        "full_feedback": {"ndcg@10": full, "answered": len(data.train)},
+        "fineloop": {f"{k}_events": v for k, v in _flat(needed["uncertainty"]).items()},
+        "plain": {f"{k}_events": v for k, v in _flat(needed["random"]).items()},
+        "curves": {r: [{"answered": a, "ndcg@10": v} for a, v in c] for r, c in curves.items()},
+        "ratio_uncertainty_to_random": {
+            goal: ratio_or_none(needed["uncertainty"][goal], needed["random"][goal])
+            for goal in ("to_95pct_of_full", "to_95pct_of_gain")
+        },
+        "note": "fineloop = the review queue's uncertainty order; plain = random order",
+    }
+
+
+def _flat(values: dict[str, int | None]) -> dict[str, float]:
+    return {k: float(v) for k, v in values.items() if v is not None}
+
+
+def ratio_or_none(ours: int | None, theirs: int | None) -> float | None:
+    if ours is None or theirs is None or theirs == 0:
+        return None
+    return ours / theirs
+
+
+def first_reaching(curve: list[tuple[int, float]], target: float) -> int | None:
+    """The fewest answered interactions whose model reached `target` (None: none did)."""
+    return next((answered for answered, value in curve if value >= target), None)
+
+
+def queue_order(httpx: Any, url: str, project: str, ranking: str) -> list[str]:
+    """Every queued interaction id, in the queue's order, page by page."""
+    order: list[str] = []
+    offset: int | None = 0
+    while offset is not None:
+        page = httpx.get(
+            f"{url}/v1/projects/{project}/review",
+            params={"ranking": ranking, "limit": 500, "offset": offset},
+            timeout=600,
+        ).json()
+        order += [entry["interaction"]["id"] for entry in page["items"]]
+        offset = page["next_offset"]
+    return order
+
+
+def answer(client: Client, project: str, query: str, right: str, found: dict[str, Any]) -> None:
+    """The simulated reviewer: the right item if it was shown (the others rejected), else
+    a label naming it."""
+    shown = [hit["id"] for hit in found["items"]]
+    if right in shown:
+        rejected = [item for item in shown if item != right]
+        client.selection(project, found["interaction_id"], [right], rejected=rejected)
+    else:
+        client.send_feedback(project, {"kind": "label", "input": query, "items": [right]})
+
+
 def report(args: argparse.Namespace, cases: list[dict[str, Any]]) -> None:
     for case in cases:
+        if "curves" in case:
+            rows = [
+                [ranking, *(f"{a}: {v:.4f}" for a, v in ((p["answered"], p["ndcg@10"]) for p in c))]
+                for ranking, c in case["curves"].items()
+            ]
+            print_table(
+                case["case"],
+                ("order", *(f"budget {i + 1}" for i in range(len(args.budgets)))),
+                rows,
+            )
+            print(
+                f"full feedback {case['full_feedback']['ndcg@10']:.4f}, base "
+                f"{case['base']['ndcg@10']:.4f}; events needed, uncertainty: {case['fineloop']}, "
+                f"random: {case['plain']}, ratio: {case['ratio_uncertainty_to_random']}"
+            )
+            continue
         rows = []
         for key in ("base", "plain", "fineloop", *(f"fineloop_{v}" for v in VARIANTS)):
             if key not in case:
@@ -275,7 +420,9 @@ def report(args: argparse.Namespace, cases: list[dict[str, Any]]) -> None:
 
 def main() -> None:
     args = parse_args()
-    cases = [run_case(name, args) for name in args.datasets]
+    cases = [run_case(name, args) for name in args.datasets] if args.variants else []
+    if args.active_learning:
+        cases += [active_learning(name, args) for name in args.datasets]
     report(args, cases)
     path = write_results(
         "curation",
