@@ -33,7 +33,7 @@ from fineloop.store.schema import Job
 from fineloop.tasks.base import NullSink
 from fineloop.tasks.embedding import EmbeddingTask
 from fineloop.tasks.embedding.evaluate import read_pairs
-from fineloop.tasks.embedding.refit import kept_length
+from fineloop.tasks.embedding.refit import chosen_batch, kept_length
 from handmade_snapshot import ITEMS, QUERIES, write_snapshot
 
 __all__ = ["fake_plugin", "fake_project"]
@@ -249,6 +249,21 @@ def test_kept_length_reads_the_best_epoch_or_steps_from_the_trainer_state() -> N
     assert kept_length(state, None, 20) == by_steps
     assert kept_length({"best_step": None, "log_history": history}, None, None) is None
     assert kept_length({}, None, None) is None
+
+
+def test_the_refit_keeps_the_batch_size_auto_chose() -> None:
+    auto = {"requested": "auto", "batch_size": 64, "loss": "cached_mnrl"}
+    assert chosen_batch(auto | {"cached_mini_batch_size": 16}) == {
+        "batch_size": 64,
+        "loss": "cached_mnrl",
+        "cached_mini_batch_size": 16,
+    }
+    assert chosen_batch(auto | {"cached_mini_batch_size": None}) == {
+        "batch_size": 64,
+        "loss": "cached_mnrl",
+    }
+    assert chosen_batch({"requested": 32, "batch_size": 32}) == {}
+    assert chosen_batch({}) == {}
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,9 @@ same starting model with the same config on a copy of the snapshot whose train s
 train + validation (test stays: its positives are never drawn as random negatives, as in
 the first run), for that many epochs — or, when the run evaluated every `eval_steps` or
 was cut by `max_steps`, for that many steps scaled by the larger split, so it makes the
-same number of passes over the data. There is no validation left, so no early stopping,
-and it trains in the precision the candidate was kept in.
+same number of passes over the data. There is no validation left, so no early stopping;
+it trains in the precision the candidate was kept in, and with the batch size (and loss)
+`batch_size: auto` chose for it.
 
 It runs in the job's own process (one process even when the candidate trained on several).
 """
@@ -22,7 +23,7 @@ from typing import Any
 from datasets import DatasetDict, concatenate_datasets  # type: ignore[import-untyped]
 from pydantic import BaseModel
 
-from fineloop.data.snapshot_io import write_meta
+from fineloop.data.snapshot_io import META, write_meta
 from fineloop.tasks.base import ProgressSink, Refitted
 from fineloop.tasks.embedding.evaluate import PRIMARY, read_pairs, snapshot_info
 from fineloop.tasks.embedding.train import VALIDATION, as_config, train
@@ -58,10 +59,11 @@ def refit(
         "max_steps": length.get("max_steps"),
         "early_stopping_patience": None,
         "precision": stamp.get("precision") or settings.precision,
+        **chosen_batch(stamp.get("batch") or {}),
     }
     summary: dict[str, Any] = {
         **length,
-        **{k: changes[k] for k in ("epochs", "max_steps", "precision")},
+        **{k: v for k, v in changes.items() if k != "early_stopping_patience"},
         "train_examples": len(merged),
         "validation_examples": added,
         f"candidate_validation_{PRIMARY}": (stamp.get("validation") or {}).get(PRIMARY),
@@ -112,11 +114,24 @@ def kept_length(
     return found | {"max_steps": best_step}
 
 
+def chosen_batch(batch: dict[str, Any]) -> dict[str, Any]:
+    """The batch size (and loss) `batch_size: auto` chose for the candidate, from its stamp:
+    the refit trains with the same, rather than probing memory again; {} when it was given."""
+    if batch.get("requested") != "auto" or not isinstance(batch.get("batch_size"), int):
+        return {}
+    chosen = {"batch_size": batch["batch_size"], "loss": batch.get("loss")}
+    if batch.get("cached_mini_batch_size"):
+        chosen["cached_mini_batch_size"] = batch["cached_mini_batch_size"]
+    return {key: value for key, value in chosen.items() if value is not None}
+
+
 def write_merged(snapshot: Path, out: Path, pairs: DatasetDict) -> None:
-    """A copy of `snapshot` with other pairs: the corpus linked, the same snapshot.json
-    (so the model's stamp names the real snapshot), marked as a refit's."""
+    """A copy of `snapshot` with other pairs: everything else linked (the corpus), the same
+    snapshot.json (so the model's stamp names the real snapshot), marked as a refit's."""
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     pairs.save_to_disk(str(out / "pairs"))
-    (out / "corpus").symlink_to((Path(snapshot) / "corpus").resolve(), target_is_directory=True)
+    for entry in Path(snapshot).iterdir():
+        if entry.name not in ("pairs", META):
+            (out / entry.name).symlink_to(entry.resolve(), target_is_directory=entry.is_dir())
     write_meta(out, snapshot_info(snapshot) | {"refit_of": str(snapshot)})
