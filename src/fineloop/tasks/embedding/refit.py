@@ -5,10 +5,10 @@ best, and the evaluation log that says at which epoch that was. The refit trains
 same starting model with the same config on a copy of the snapshot whose train split is
 train + validation (test stays: its positives are never drawn as random negatives, as in
 the first run), for that many epochs — or, when the run evaluated every `eval_steps` or
-was cut by `max_steps`, for that many steps scaled by the larger split, so it makes the
-same number of passes over the data. There is no validation left, so no early stopping;
-it trains in the precision the candidate was kept in, and with the batch size (and loss)
-`batch_size: auto` chose for it.
+was cut by `max_steps`, for that many steps scaled by the larger split (and by the number
+of processes it trained on), so it makes the same number of passes over the data. There
+is no validation left, so no early stopping; it trains in the precision the candidate was
+kept in, and with the batch size (and loss) `batch_size: auto` chose for it.
 
 It runs in the job's own process (one process even when the candidate trained on several).
 """
@@ -52,8 +52,10 @@ def refit(
         sink.log(f"refit: not possible, the candidate's run has {why}")
         return None
     merged = concatenate_datasets([pairs["train"], pairs[VALIDATION]])
-    if "max_steps" in length:  # the same passes over a split that grew
-        length["max_steps"] = max(1, round(length["best_step"] * len(merged) / len(pairs["train"])))
+    if "max_steps" in length:  # the same passes over a split that grew, on one process
+        world = int((stamp.get("trainer") or {}).get("world_size") or 1)
+        grown = len(merged) / len(pairs["train"])
+        length["max_steps"] = max(1, round(length["best_step"] * world * grown))
     changes = {
         "epochs": length.get("epochs", settings.epochs),
         "max_steps": length.get("max_steps"),
