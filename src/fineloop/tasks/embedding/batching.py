@@ -268,6 +268,8 @@ def plan_batch(
     candidates = sizes(config.auto_batch_min, config.auto_batch_max, len(rows))
     plan = choose(candidates, config.loss, budget, probe.need_mb)
     plan.method = probe.method
+    if plan.loss == "cached_mnrl" and plan.cached_mini_batch_size is None:
+        plan.cached_mini_batch_size = config.cached_mini_batch_size  # as configured
     return plan
 
 
