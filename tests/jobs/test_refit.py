@@ -25,6 +25,7 @@ from fineloop.cli import app
 from fineloop.config import Settings
 from fineloop.jobs import store as jobs
 from fineloop.jobs.runner import execute
+from fineloop.jobs.search_space import start_search
 from fineloop.jobs.sink import StoreSink
 from fineloop.jobs.train import REFIT_EVALUATE
 from fineloop.store import Store
@@ -157,6 +158,22 @@ def test_the_cli_in_the_foreground_says_what_the_refit_did(
     out = " ".join(result.output.split())
     assert "refit: the refit's test score 0." in out and "the refit is registered" in out
     assert abs(skill_of(versions(store, name)[-1].artifact_uri) - 0.7) < 1e-9
+
+
+def test_a_search_refits_its_best_trial_with_the_values_it_chose(
+    store: Store, settings: Settings, fake_project: MakeProject
+) -> None:
+    name = fake_project(skill=0.5, refit=True)
+    search = {"space": {"gain": {"type": "float", "low": 0.1, "high": 0.2}}, "n_trials": 2}
+    made = start_search(store, name, search | {"train": {"refit_gain": 0.3}}, claimed_by="t")
+    execute(store, settings, made.id, StoreSink(store, made.id))
+    with store.read() as session:
+        job = jobs.get_job(session, made.id)
+    assert job.state == "succeeded", job.error
+    v1 = versions(store, name)[-1]
+    assert abs(skill_of(v1.artifact_uri) - 0.8) < 1e-9  # the refit, not the best trial
+    assert v1.metrics["refit"]["registered"] == "refit" and "search" in job.result
+    assert v1.config["search"]["params"]["gain"] >= 0.1 and v1.config["refit"]["epochs"] == 1
 
 
 def test_no_refit_runs_when_the_gate_fails(
