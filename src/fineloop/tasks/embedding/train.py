@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ import numpy as np
 from datasets import DatasetDict  # type: ignore[import-untyped]
 from pydantic import BaseModel
 from sentence_transformers import SentenceTransformer
-from transformers import EarlyStoppingCallback
+from transformers import EarlyStoppingCallback, TrainerCallback
 
 import fineloop
 from fineloop.errors import Invalid
@@ -80,7 +81,10 @@ def train(
     config: BaseModel,
     out_dir: Path,
     sink: ProgressSink,
+    *,
+    extra_callbacks: Sequence[TrainerCallback] = (),
 ) -> Path:
+    """`extra_callbacks` join the Trainer's (a refit's stop at the kept epoch, refit.py)."""
     settings = as_config(config)
     spec = get_loss(settings.loss)
     pairs = read_pairs(snapshot)
@@ -102,7 +106,7 @@ def train(
         batch = fitted.batch_size
         sink.log(f"training {fitted.loss} on {len(rows)} examples, batch {batch} ({label})")
         callback = SinkCallback(sink, f"eval_{VALIDATION}_cosine_")
-        callbacks = [callback, *early_stopping(fitted, validation)]
+        callbacks = [callback, *early_stopping(fitted, validation), *extra_callbacks]
         best = None
         if validation is not None and not bf16 and vectors is not None:
             best = BestCorpus(validation, f"eval_{VALIDATION}_cosine_{PRIMARY}")
