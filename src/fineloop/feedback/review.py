@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections import defaultdict
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -30,7 +31,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
-from fineloop.policies import ReviewRanking
+from fineloop.policies import ReviewRanking, ServingPolicy
 from fineloop.schemas import InteractionPublic
 from fineloop.store.interactions import interaction_public
 from fineloop.store.projects import get_project, review_policy_of, serving_policy_of
@@ -128,9 +129,12 @@ def review_queue(
     )
 
 
-def _score(task: Task, options: dict[str, Any], row: Interaction, serving: Any) -> float | None:
+def _score(
+    task: Task, options: dict[str, Any], row: Interaction, serving: ServingPolicy
+) -> float | None:
+    """The family's score; a non-finite one (NaN would scramble the sort) counts as none."""
     score = task.review_score(options, (row.input, row.output), serving)
-    return None if score is None else float(score)
+    return float(score) if score is not None and math.isfinite(score) else None
 
 
 def _order(
