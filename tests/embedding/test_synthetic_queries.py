@@ -28,7 +28,7 @@ from fineloop.store import Store
 from fineloop.store.projects import create_project
 from fineloop.tasks.base import BuiltSnapshot
 from fineloop.tasks.embedding.build import BuildConfig, build_snapshot
-from fineloop.tasks.embedding.synthetic import round_robin
+from fineloop.tasks.embedding.synthetic import copies, round_robin
 from fineloop.tasks.embedding.synthetic_writer import cache_file, clean_query
 
 CATALOG = {
@@ -131,6 +131,7 @@ def test_synthetic_rows_are_train_only_for_items_without_feedback_and_pass_the_r
         stats["synthetic_kept"]
         + stats["synthetic_dropped_round_trip"]
         + stats["synthetic_dropped_user_query"]
+        + stats["synthetic_dropped_copy"]
         + stats["synthetic_dropped_share"]
     )
     assert {r["split"] for r in made} == {"train"}
@@ -256,6 +257,13 @@ def test_answers_are_cut_to_a_query() -> None:
     assert clean_query("search query - invoice", 100) == "invoice"
     assert clean_query(" ?! ", 100) is None
     assert clean_query("a very long query", 6) == "a very"
+    assert clean_query("how do i pay? Click on pay and then", 100) == "how do i pay?"
+    assert clean_query("A user would type: card fees", 100) == "card fees"
+    assert clean_query("Here is a more detailed answer:", 100) is None
+    text = "Mitochondrial DNA mutations accumulate with age in human skeletal muscle."
+    assert copies("mitochondrial DNA mutations accumulate with age in human", text)
+    assert not copies("DNA mutations with age", text)  # short: a fair keyword query
+    assert not copies("do mitochondrial DNA mutations accumulate with age in muscle", text)
     kept = [("a", "a1"), ("a", "a2"), ("a", "a3"), ("b", "b1"), ("c", "c1"), ("c", "c2")]
     assert round_robin(kept, 4) == [("a", "a1"), ("b", "b1"), ("c", "c1"), ("a", "a2")]
 

@@ -32,9 +32,13 @@ def packaged_minilm_path() -> str:
     return str(Path(next(iter(spec.submodule_search_locations))) / "model")
 
 
+# One worked example, then the item: SmolLM2-135M completes this pattern with a plausible
+# query far more often than it follows an instruction through its chat template.
 DEFAULT_SYNTHETIC_PROMPT = (
-    "Write one short search query that a user would type to find this document. "
-    "Answer with the query only.\n\nDocument: {text}"
+    "Write the search query a user would type to find a text.\n\n"
+    "Text: To change your PIN, open the app and go to Cards > PIN. The new PIN works at once.\n"
+    "Query: how do i change my card pin\n\n"
+    "Text: {text}\nQuery:"
 )
 
 
@@ -87,11 +91,19 @@ class SyntheticQueriesConfig(BaseModel):
         default=DEFAULT_SYNTHETIC_PROMPT,
         min_length=8,
         max_length=2000,
-        description="The instruction; {text} is replaced by the item's text (sent through "
-        "the generator's chat template when it has one).",
+        description="The prompt the generator continues; {text} is replaced by the item's "
+        "text. The first line of the continuation is the query.",
+    )
+    chat_template: bool = Field(
+        default=False,
+        description="Send the prompt as a user message through the generator's chat "
+        "template (for instruction-following generators); off: plain completion.",
     )
     max_new_tokens: int = Field(
-        default=32, ge=4, le=128, description="Tokens generated per query at most."
+        default=24,
+        ge=4,
+        le=128,
+        description="Tokens generated per query at most (generation stops at a new line).",
     )
     temperature: float = Field(
         default=0.7,

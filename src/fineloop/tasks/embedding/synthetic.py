@@ -5,10 +5,11 @@ nothing. For up to `max_items` items with no positive feedback (a seeded, fixed 
 a generation model writes queries (synthetic_writer.py, cached per item content). A query
 is kept only if, under the current model, its item ranks in the top `round_trip_top_k` of
 the catalog for it (the round-trip filter: a query the item does not answer better than
-most of the catalog is noise) and it is not one of the users' own queries (which may sit in
-validation or test). Kept queries become examples of the train split only, at most `share`
-of it, spread over items round-robin; the builder mines their negatives as for real rows.
-Every row they make carries its lineage: `synthetic`, `generator`, `prompt_hash`.
+most of the catalog is noise), it is not one of the users' own queries (which may sit in
+validation or test), and it is not a copy of the item's text. Kept queries become examples
+of the train split only, at most `share` of it, spread over items round-robin; the builder
+mines their negatives as for real rows. Every row they make carries its lineage:
+`synthetic`, `generator`, `prompt_hash`.
 """
 
 from __future__ import annotations
@@ -113,13 +114,17 @@ def synthesize(
     stats["synthetic_items"] = len(items)
     stats["synthetic_items_written"] = written
     stats["synthetic_items_cached"] = len(items) - written
-    stats["synthetic_generated"] = stats["synthetic_dropped_user_query"] = 0  # always shown
+    example = config.prompt.replace("{text}", " ")  # a worked example in the prompt
+    for name in ("generated", "dropped_user_query", "dropped_copy"):
+        stats[f"synthetic_{name}"] = 0  # shown even when nothing is counted
     proposed: list[tuple[str, str]] = []  # (item id, query)
-    for (item_id, _), (key, _) in zip(items, keyed, strict=True):
+    for (item_id, text), (key, _) in zip(items, keyed, strict=True):
         for query in cache.entries.get(key, []):
             stats["synthetic_generated"] += 1
             if normalize_query(query) in user_queries:
                 stats["synthetic_dropped_user_query"] += 1
+            elif copies(query, text) or copies(query, example, min_words=3):
+                stats["synthetic_dropped_copy"] += 1
             else:
                 proposed.append((item_id, query))
     kept = round_trip(proposed, texts, model_path, vectors, config.round_trip_top_k)
@@ -140,6 +145,14 @@ def synthesize(
         prompt_hash(config.prompt),
         generator.identity,
     )
+
+
+def copies(query: str, text: str, min_words: int = 6) -> bool:
+    """Whether a query of `min_words` or more words is a run of `text`: the item's own
+    (a small generator often repeats its input: the round trip would keep it, teaching
+    nothing) or the prompt's (its worked example, repeated for another item)."""
+    words = normalize_query(query)
+    return len(words.split()) >= min_words and words in normalize_query(text)
 
 
 def item_ranks(

@@ -2,12 +2,13 @@
 
 `QueryWriter` loads the generator (a causal-LM folder: by default the packaged SmolLM2,
 prepared once by the generation family) and writes queries for a batch of item texts with
-`transformers`' `generate`: the prompt goes through the tokenizer's chat template when it
-has one, sampling is seeded by the batch's items, and each answer is cut to its first
-line. `QueryCache` keeps what was written in an append-only JSON-lines file under the data
-dir, one line per item, keyed by a hash of the item's text, the generator's identity (a
-digest of its files), the prompt and the generation settings. A build appends after every
-batch, so a killed build resumes where it stopped, and a second build over unchanged items
+`transformers`' `generate`: a plain completion of the prompt by default (through the
+tokenizer's chat template when configured), sampling seeded by the batch's items, stopping
+at a new line; each answer is cut to its first line, up to its first question mark.
+`QueryCache` keeps what was written in an append-only JSON-lines file under the data dir,
+one line per item, keyed by a hash of the item's text, the generator's identity (a digest
+of its files), the prompt and the generation settings. A build appends after every batch,
+so a killed build resumes where it stopped, and a second build over unchanged items
 generates nothing.
 """
 
@@ -24,6 +25,7 @@ from typing import Any
 from fineloop.artifacts import fetch
 from fineloop.config import Settings
 from fineloop.data.hashing import content_hash
+from fineloop.data.splits import normalize_query
 from fineloop.errors import Invalid
 from fineloop.tasks.embedding.config import SyntheticQueriesConfig
 from fineloop.tasks.embedding.serving.persist import model_identity
@@ -36,7 +38,10 @@ from fineloop.tasks.generation.prepare import (
 logger = logging.getLogger(__name__)
 
 FIELD = "train.synthetic_queries.generator"
-_LABEL = re.compile(r"^(search\s+)?query\s*[:\-]\s*", re.IGNORECASE)
+# "Query:", "Search query -", "The user would type:": a lead-in naming what follows
+_LABEL = re.compile(
+    r"^[^:\n]{0,30}\b(query|question|type|types|search)\b[^:\n]{0,10}\s*[:\-]\s*", re.I
+)
 _QUOTES = "\"'`\u201c\u201d\u2018\u2019"  # straight and curly quotes
 
 
@@ -70,6 +75,7 @@ def cache_key(text: str, generator: Generator, config: SyntheticQueriesConfig) -
             "queries_per_item": config.queries_per_item,
             "max_new_tokens": config.max_new_tokens,
             "temperature": config.temperature,
+            "chat_template": config.chat_template,
         }
     )
 
@@ -110,9 +116,13 @@ class QueryCache:
 
 def clean_query(answer: str, max_chars: int) -> str | None:
     """The query in a generated answer: its first non-empty line without a "Query:" label
-    or quotes; None when nothing word-like is left."""
+    or quotes, up to its first question mark; None when nothing word-like is left."""
     line = next((part.strip() for part in answer.splitlines() if part.strip()), "")
     line = _LABEL.sub("", line).strip().strip(_QUOTES).strip()
+    if "?" in line:
+        line = line[: line.index("?") + 1]
+    if line.endswith(":"):
+        return None  # a lead-in ("Here is the query:") with the query on no line of its own
     line = " ".join(line.split())[:max_chars]
     return line if sum(c.isalnum() for c in line) >= 2 else None
 
@@ -146,7 +156,7 @@ class QueryWriter:
 
     def prompt(self, text: str) -> str:
         message = self.config.prompt.replace("{text}", text[: self.config.max_item_chars])
-        if self._tokenizer.chat_template:
+        if self.config.chat_template and self._tokenizer.chat_template:
             chat = [{"role": "user", "content": message}]
             rendered: str = self._tokenizer.apply_chat_template(
                 chat, tokenize=False, add_generation_prompt=True
@@ -184,17 +194,20 @@ class QueryWriter:
                 **inputs,
                 max_new_tokens=config.max_new_tokens,
                 pad_token_id=tokenizer.pad_token_id,
+                stop_strings=["\n"],  # the query is the first line: stop there
+                tokenizer=tokenizer,
                 **options,
             )
         answers = tokenizer.batch_decode(
             output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True
         )
-        written: list[list[str]] = []
-        for i in range(len(texts)):
-            queries = (
-                clean_query(a, max_query_chars) for a in answers[i * per_item : (i + 1) * per_item]
-            )
-            written.append(list(dict.fromkeys(q for q in queries if q)))
+        written: list[list[str]] = [[] for _ in texts]
+        seen: list[set[str]] = [set() for _ in texts]
+        for n, answer in enumerate(answers):  # each text's answers in a row
+            query = clean_query(answer, max_query_chars)
+            if query is not None and normalize_query(query) not in seen[n // per_item]:
+                seen[n // per_item].add(normalize_query(query))
+                written[n // per_item].append(query)
         return written
 
 
