@@ -152,7 +152,8 @@ class QueryWriter:
         tokenizer.padding_side = "left"  # generation continues each prompt's last token
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
-        self._model, self._tokenizer = model.eval(), tokenizer
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self._model, self._tokenizer = model.to(device).eval(), tokenizer
 
     def prompt(self, text: str) -> str:
         message = self.config.prompt.replace("{text}", text[: self.config.max_item_chars])
@@ -182,7 +183,7 @@ class QueryWriter:
             truncation=True,
             max_length=max(8, min(room, 2048) - config.max_new_tokens),
             return_tensors="pt",
-        )
+        ).to(self._model.device)
         options: dict[str, Any] = {"do_sample": sampling, "num_return_sequences": per_item}
         if sampling:
             options.update(temperature=config.temperature, top_p=0.95, top_k=0)
