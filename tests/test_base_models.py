@@ -114,6 +114,12 @@ def test_a_missing_folder_inside_the_root_says_so_at_the_edge(settings: Settings
     assert base_models.resolve(settings, str(missing)) == str(missing)  # the loader says why
 
 
+def test_a_name_too_long_for_the_file_system_is_a_missing_model(settings: Settings) -> None:
+    for name in ("é" * 300, "org/" + "m" * 300, str(settings.resolved_models_root / ("x" * 300))):
+        with pytest.raises(Invalid, match="no model at"):
+            base_models.check(settings, name)
+
+
 def test_hub_ids_are_left_to_the_hub_and_pickle_only_repos_refused(settings: Settings) -> None:
     base_models.check(settings, "sentence-transformers/all-MiniLM-L6-v2")  # no network
     base_models.hub_files_allowed(settings, "org/m", ["config.json", "model.safetensors"])

@@ -43,7 +43,7 @@ def check(settings: Settings, name: str) -> None:
     path = _local(settings, name)
     if path is None:
         return  # a hub id
-    if not path.exists():
+    if not _exists(path):
         raise Invalid(f"no model at {path}", field="base_model")
     refuse_pickles(settings, path)
 
@@ -54,7 +54,7 @@ def resolve(settings: Settings, name: str) -> str:
     path = _local(settings, name)
     if path is None:
         return _from_hub(settings, name)
-    if path.exists():  # a missing one fails in the loader, with the loader's message
+    if _exists(path):  # a missing one fails in the loader, with the loader's message
         refuse_pickles(settings, path)
     return str(path)
 
@@ -83,13 +83,21 @@ def _local(settings: Settings, name: str) -> Path | None:
         candidate = Path(os.path.normpath(root / name))
         if not _inside(candidate, [root, given_root]):
             raise Invalid(outside_message(settings), field="base_model")
-        if HUB_ID.match(name) and not candidate.exists():
+        if HUB_ID.match(name) and not _exists(candidate):
             return None
         return candidate
     candidate = _absolute(Path(name).expanduser())
     if not _inside(candidate, [root, given_root, *packaged_roots()]):
         raise Invalid(outside_message(settings), field="base_model")
     return candidate
+
+
+def _exists(path: Path) -> bool:
+    """Whether `path` exists; a name the file system refuses (too long) does not."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
 
 
 def _absolute(path: Path) -> Path:
