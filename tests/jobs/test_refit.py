@@ -34,7 +34,7 @@ from fineloop.store.schema import Job
 from fineloop.tasks.base import NullSink
 from fineloop.tasks.embedding import EmbeddingTask
 from fineloop.tasks.embedding.evaluate import read_pairs
-from fineloop.tasks.embedding.refit import chosen_batch, kept_length
+from fineloop.tasks.embedding.refit import chosen_batch, kept_share
 from handmade_snapshot import ITEMS, QUERIES, write_snapshot
 
 __all__ = ["fake_plugin", "fake_project"]
@@ -252,20 +252,18 @@ def test_a_cancel_during_the_refit_registers_nothing(
 # --- the embedding family -------------------------------------------------------------------
 
 
-def test_kept_length_reads_the_best_epoch_or_steps_from_the_trainer_state() -> None:
+def test_the_kept_share_is_where_the_best_checkpoint_was_in_the_schedule() -> None:
     history = [
         {"loss": 1.0, "step": 2, "epoch": 0.5},
         {"eval_validation_cosine_ndcg@10": 0.4, "step": 4, "epoch": 1.0},
         {"eval_validation_cosine_ndcg@10": 0.6, "step": 8, "epoch": 2.0},
         {"eval_validation_cosine_ndcg@10": 0.5, "step": 12, "epoch": 3.0},
     ]
-    state = {"best_step": 8, "log_history": history}
-    assert kept_length(state, None, None) == {"best_step": 8, "best_epoch": 2.0, "epochs": 2}
-    by_steps = {"best_step": 8, "best_epoch": 2.0, "max_steps": 8}
-    assert kept_length(state, 4, None) == by_steps
-    assert kept_length(state, None, 20) == by_steps
-    assert kept_length({"best_step": None, "log_history": history}, None, None) is None
-    assert kept_length({}, None, None) is None
+    state = {"best_step": 8, "max_steps": 12, "log_history": history}
+    assert kept_share(state) == {"best_step": 8, "best_epoch": 2.0, "share": 8 / 12}
+    assert kept_share(state | {"best_step": None}) is None
+    assert kept_share(state | {"max_steps": 0}) is None
+    assert kept_share({}) is None
 
 
 def test_the_refit_keeps_the_batch_size_auto_chose() -> None:
@@ -288,54 +286,59 @@ def snapshot(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_snapshot(tmp_path_factory.mktemp("snapshot"))
 
 
-def test_the_embedding_refit_trains_on_train_and_validation_for_the_kept_epochs(
+def test_the_embedding_refit_trains_on_train_and_validation_to_the_kept_epoch(
     snapshot: Path, _tiny_model_master: Path, tmp_path: Path
 ) -> None:
     base = tmp_path / "base"
     shutil.copytree(_tiny_model_master, base)
     config = TASK.train_config(TINY | {"epochs": 3, "logging_steps": 1})
     trained = TASK.train(snapshot, str(base), config, tmp_path / "candidate", NullSink())
-    first = json.loads((trained / "fineloop.json").read_text())
+    first = json.loads((trained / "fineloop.json").read_text())["trainer"]
     best_epoch = next(
         e["epoch"]
-        for e in first["trainer"]["log_history"]
-        if e.get("step") == first["trainer"]["best_step"] and "eval_validation_cosine_ndcg@10" in e
+        for e in first["log_history"]
+        if e.get("step") == first["best_step"] and "eval_validation_cosine_ndcg@10" in e
     )
 
     refitted = TASK.refit(snapshot, str(base), config, trained, tmp_path / "refit", NullSink())
     assert refitted is not None
     pairs = read_pairs(snapshot)
-    examples = len(pairs["train"]) + len(pairs["validation"])
     summary = refitted.summary
-    assert summary["train_examples"] == examples and summary["validation_examples"] > 0
-    assert summary["epochs"] == round(best_epoch) and summary["max_steps"] is None
-    assert summary["best_step"] == first["trainer"]["best_step"]
+    assert summary["train_examples"] == len(pairs["train"]) + len(pairs["validation"])
+    assert summary["validation_examples"] == len(pairs["validation"]) > 0
+    assert summary["best_step"] == first["best_step"] and summary["best_epoch"] == best_epoch
+    assert summary["share"] == first["best_step"] / first["max_steps"]
+    # the same schedule (3 epochs over the larger split), stopped where the best one was
+    assert summary["epochs"] == round(best_epoch)
+    assert summary["steps"] == round(summary["share"] * summary["of_steps"])
+    assert summary["of_steps"] > first["max_steps"]  # more rows, more steps per epoch
     stamp = json.loads((refitted.folder / "fineloop.json").read_text())
     assert stamp["refit"] == summary
-    assert stamp["snapshot_id"] == first["snapshot_id"]  # the real snapshot, not its copy
+    assert stamp["snapshot_id"] == "handmade0001"  # the real snapshot, not its merged copy
     assert stamp["config"]["early_stopping_patience"] is None
+    assert stamp["config"]["epochs"] == 3
     history = stamp["trainer"]["log_history"]
     assert not any(k.startswith("eval_") for entry in history for k in entry)  # no validation
-    assert max(e.get("epoch", 0) for e in history) == pytest.approx(round(best_epoch))
     assert TASK.evaluate(str(refitted.folder), snapshot, "test").metrics["ndcg@10"] >= 0
     assert not (tmp_path / "refit-data").exists()  # the merged copy is gone
 
 
-def test_the_embedding_refit_by_steps_scales_the_kept_step_to_the_larger_split(
+def test_an_embedding_refit_capped_by_max_steps_grows_the_cap_with_the_split(
     snapshot: Path, _tiny_model_master: Path, tmp_path: Path
 ) -> None:
     config = TASK.train_config(TINY | {"max_steps": 6, "eval_steps": 2})
     trained = TASK.train(snapshot, str(_tiny_model_master), config, tmp_path / "c", NullSink())
-    best = json.loads((trained / "fineloop.json").read_text())["trainer"]["best_step"]
+    first = json.loads((trained / "fineloop.json").read_text())["trainer"]
     refitted = TASK.refit(
         snapshot, str(_tiny_model_master), config, trained, tmp_path / "r", NullSink()
     )
     assert refitted is not None
     pairs = read_pairs(snapshot)
     grown = (len(pairs["train"]) + len(pairs["validation"])) / len(pairs["train"])
-    assert refitted.summary["max_steps"] == max(1, round(best * grown))
-    stamp = json.loads((refitted.folder / "fineloop.json").read_text())
-    assert stamp["trainer"]["global_step"] == refitted.summary["max_steps"]
+    summary = refitted.summary
+    assert summary["max_steps"] == summary["of_steps"] == round(6 * grown)
+    assert summary["share"] == first["best_step"] / 6
+    assert summary["steps"] == max(1, round(summary["share"] * summary["max_steps"]))
 
 
 def test_an_embedding_job_with_refit_on_registers_the_refit_or_says_why_not(
@@ -368,7 +371,7 @@ def test_an_embedding_job_with_refit_on_registers_the_refit_or_says_why_not(
     if record["registered"] == "refit":
         assert version["metrics"]["candidate"] == record["refit"]
         assert served["refit"]["train_examples"] == record["train_examples"]
-        assert version["config"]["refit"]["epochs"] == record["epochs"]
+        assert version["config"]["refit"]["steps"] == record["steps"]
     else:
         assert record["refit_ndcg@10"] < record["candidate_ndcg@10"]
         assert "refit" not in served and version["metrics"]["candidate"] == record["candidate"]

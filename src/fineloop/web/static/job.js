@@ -75,8 +75,7 @@
   function refitText(refit) {
     if (refit.registered !== "refit") return `Not refitted: ${refit.reason}`;
     const epochs = `${refit.epochs} epoch${refit.epochs === 1 ? "" : "s"}`;
-    const length = refit.max_steps ? `${refit.max_steps} steps` : epochs;
-    return `Refitted on train + validation (${refit.train_examples} examples, ${length}).`;
+    return `Refitted on train + validation (${refit.train_examples} examples, ${epochs}).`;
   }
 
   function showJob(next) {
