@@ -1,13 +1,14 @@
 """Refit after the gate: the candidate's recipe once more, on train + validation.
 
-The validation split picked the candidate's length of training (early stopping kept its
-best checkpoint); once the candidate has passed the gate on the test split, that split has
-done its job, and its examples can teach the model too. A project with
+The validation split picked how long the candidate trained (early stopping kept its best
+checkpoint); once the candidate has passed the gate on the test split, the validation
+split has done its job, and its examples can teach the model too. A project with
 `TrainingPolicy.refit` then trains once more from the same starting model, on train and
-validation together, with the same settings and the epoch count (or step count) the
-candidate kept, evaluates the result on the same test split, and registers it as the
-version that serves — unless its primary test score is below the gated candidate's point
-estimate, in which case the candidate is registered and the record says why.
+validation together, with the same settings and as far as the candidate's kept checkpoint
+went (the family reads that from the candidate's folder; embedding: the same share of the
+same schedule), evaluates the result on the same test split, and registers it as the
+version that serves — unless its primary test score is worse than the gated candidate's
+point estimate, in which case the candidate is registered and the record says why.
 
 Nothing here registers anything: the pipeline's one final transaction does (train.py), so
 a crash or cancel during the refit leaves no version and the champion serving. A family
@@ -58,7 +59,7 @@ def refit_after_gate(
     stage: tuple[float, float],
 ) -> Chosen:
     """Refit the gated candidate (it passed); return what to register: the refit, or the
-    candidate when the family cannot refit or the refit scored below it on the test split.
+    candidate when the family made no refit or the refit tested worse on the test split.
     `stage` is the slice of the job's progress the refit and its evaluation take."""
     primary = comparison.primary
     gated = comparison.candidate
