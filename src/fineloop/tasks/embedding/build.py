@@ -7,8 +7,9 @@ Layout written under `out_dir` (read by train and evaluate):
   `query_group`, `feedback_ids` (the events behind the row), `score` (graded, in [0, 1]),
   `label` (1: every row is a positive pair; negatives carry label 0 when expanded), and
   lineage: `synthetic` (False for rows from feedback), `generator`, `prompt_hash`.
-  Synthetic rows (synthetic.py; the project's `train.synthetic_queries`, off by default)
-  are queries written for items without feedback, in the train split only.
+  Generated rows (generated.py; the project's `train.synthetic_queries` and
+  `train.augmentation`, off by default) are queries written for items without feedback
+  and paraphrases of train queries, in the train split only.
 - `corpus/`: a `datasets.Dataset` with `id`, `text`: every item of the project.
 - `snapshot.json`: id, project, config, split sizes, stats, watermark, fineloop version.
 
@@ -27,26 +28,19 @@ from typing import Any
 from datasets import Value  # type: ignore[import-untyped]
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from fineloop.artifacts import fetch
 from fineloop.config import Settings
 from fineloop.data.hashing import content_hash
 from fineloop.data.records import ProjectData
 from fineloop.data.snapshot_io import save_splits, save_table
-from fineloop.data.splits import SPLITS, QueryGroups, assign_splits, normalize_query
+from fineloop.data.splits import SPLITS, QueryGroups, assign_splits
 from fineloop.errors import Invalid
 from fineloop.tasks.base import BuiltSnapshot
 from fineloop.tasks.embedding.config import packaged_minilm_path
-from fineloop.tasks.embedding.examples import Example, harvest, merge_positives
-from fineloop.tasks.embedding.mining import mine_item_negatives
+from fineloop.tasks.embedding.examples import harvest, merge_positives
+from fineloop.tasks.embedding.generated import add_generated, mined_negatives, wanted
 from fineloop.tasks.embedding.rows import assemble_rows
 from fineloop.tasks.embedding.serving.persist import project_index_folder
-from fineloop.tasks.embedding.synthetic import (
-    REAL_LINEAGE,
-    SYNTHETIC_GROUP,
-    Synthesized,
-    project_config,
-    synthesize,
-)
+from fineloop.tasks.embedding.synthetic import REAL_LINEAGE
 
 
 class BuildConfig(BaseModel):
@@ -137,8 +131,7 @@ def build_snapshot(
     )
     texts = dict(corpus)
     mining = config.mine_negatives and config.negatives_per_query > 0
-    synthetic = project_config(data)
-    if mining or synthetic.enabled:
+    if mining or wanted(data):
         model_path = model_path or data.project.base_model or packaged_minilm_path()
     vectors = project_index_folder(settings, data.project.name)  # serving's vectors
     rows = assemble_rows(
@@ -147,34 +140,26 @@ def build_snapshot(
         groups,
         split_of,
         texts,
-        _mined(settings, config, model_path, examples, groups, texts, vectors, mining),
+        mined_negatives(settings, config, model_path, examples, groups, texts, vectors),
         negatives_per_query=config.negatives_per_query,
         stats=stats,
     )
-    hashed_config: dict[str, Any] = {**config.model_dump(mode="json"), "seed": seed}
-    extra_config: dict[str, Any] = {}
-    if synthetic.enabled:
-        assert model_path is not None
-        made = synthesize(
-            data,
-            settings,
-            synthetic,
-            examples=examples,
-            user_queries={normalize_query(s.query) for s in found.signals},
-            texts=texts,
-            model_path=fetch(settings, model_path),
-            vectors=vectors,
-            seed=seed,
-            max_examples=_synthetic_room(rows, synthetic.share),
-            max_query_chars=config.max_query_chars,
-            stats=stats,
-        )
-        rows = _with_synthetic(rows, made, settings, config, model_path, texts, vectors, mining)
-        stats["synthetic_rows"] = len(made.examples)
-        hashed_config["synthetic_queries"] = synthetic.model_dump(mode="json")
-        extra_config["synthetic_generator_identity"] = made.generator_identity
-    # Real rows are hashed without their (constant) lineage columns: with synthetic
-    # queries off, a snapshot keeps the id it had before they existed.
+    rows, generated_config, recorded_config = add_generated(
+        rows,
+        data=data,
+        settings=settings,
+        config=config,
+        examples=examples,
+        signals=found.signals,
+        texts=texts,
+        model_path=model_path,
+        vectors=vectors,
+        seed=seed,
+        stats=stats,
+    )
+    hashed_config = {**config.model_dump(mode="json"), "seed": seed, **generated_config}
+    # Real rows are hashed without their (constant) lineage columns: with generated rows
+    # off, a snapshot keeps the id it had before they existed.
     snapshot_id = content_hash(
         {"project": data.project.name, "config": hashed_config, "rows": rows, "corpus": corpus}
     )
@@ -187,7 +172,7 @@ def build_snapshot(
     }
     full_config = {
         **hashed_config,
-        **extra_config,
+        **recorded_config,
         "mining_model": model_path if mining else None,
     }
     splits = save_splits(out_dir / "pairs", rows, pair_features())
@@ -206,77 +191,6 @@ def build_snapshot(
         stats=full_stats,
         feedback_watermark=found.watermark,
     )
-
-
-def _mined(
-    settings: Settings,
-    config: BuildConfig,
-    model_path: str | None,
-    examples: list[Example],
-    groups: QueryGroups,
-    texts: dict[str, str],
-    vectors: Path,
-    mining: bool,
-) -> dict[str, list[str]]:
-    """Mined negative item ids per query, or none when mining is off."""
-    if not mining or not examples:
-        return {}
-    assert model_path is not None
-    return mine_item_negatives(
-        fetch(settings, model_path),  # a version on a URL root: its local copy
-        examples,
-        groups,
-        texts,
-        num_negatives=config.negatives_per_query,
-        margin=config.margin,
-        range_min=config.range_min,
-        range_max=config.range_max,
-        vectors=vectors,
-    )
-
-
-def _synthetic_room(rows: list[dict[str, Any]], share: float) -> int:
-    """How many synthetic rows keep them at most `share` of the train split."""
-    real = sum(1 for row in rows if row["split"] == "train")
-    return int(share * real / (1 - share) + 1e-9)  # share <= 0.9 (its config's bound)
-
-
-def _with_synthetic(
-    rows: list[dict[str, Any]],
-    made: Synthesized,
-    settings: Settings,
-    config: BuildConfig,
-    model_path: str,
-    texts: dict[str, str],
-    vectors: Path,
-    mining: bool,
-) -> list[dict[str, Any]]:
-    """`rows` plus a train row per synthetic example (negatives mined as for real rows),
-    in the canonical order. Synthetic queries form their own groups, named apart."""
-    groups = QueryGroups()
-    for example in made.examples:
-        groups.add(example.query, None)
-    split_of = {groups.key(e.query): "train" for e in made.examples}
-    counts: Counter[str] = Counter()
-    mined = _mined(settings, config, model_path, made.examples, groups, texts, vectors, mining)
-    synthetic = assemble_rows(
-        made.examples,
-        [],
-        groups,
-        split_of,
-        texts,
-        mined,
-        negatives_per_query=config.negatives_per_query,
-        stats=counts,
-    )
-    lineage = made.lineage()
-    for row in synthetic:
-        row.update(lineage, query_group=SYNTHETIC_GROUP + row["query_group"])
-    merged = rows + synthetic
-    merged.sort(
-        key=lambda r: (SPLITS.index(r["split"]), r["query_group"], r["anchor"], r["positive_id"])
-    )
-    return merged
 
 
 def count_examples(data: ProjectData, config: BuildConfig) -> int:

@@ -126,6 +126,93 @@ class SyntheticQueriesConfig(BaseModel):
         return value
 
 
+DEFAULT_PARAPHRASE_PROMPT = (
+    "Rewrite the search query in other words.\n\n"
+    "Query: how do i change my card pin\n"
+    "Rewrite: set a new pin for my card\n\n"
+    "Query: {query}\nRewrite:"
+)
+
+
+class AugmentationConfig(BaseModel):
+    """Paraphrases of the train split's queries for items with few examples, written by a
+    generation model and kept only if the item still ranks in the top k for them."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    enabled: bool = Field(
+        default=False,
+        description="Paraphrase queries when building a snapshot (off until the curation "
+        "benchmark shows a gain).",
+    )
+    generator: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="The generation model, as for synthetic_queries (default: the packaged "
+        "SmolLM2-135M-Instruct).",
+    )
+    paraphrases_per_query: int = Field(
+        default=2, ge=1, le=8, description="Paraphrases written per query."
+    )
+    max_item_examples: int = Field(
+        default=2,
+        ge=1,
+        le=1000,
+        description="Only queries of items with at most this many train examples are paraphrased.",
+    )
+    max_queries: int = Field(
+        default=500,
+        ge=1,
+        le=100_000,
+        description="At most this many train queries are paraphrased per build.",
+    )
+    round_trip_top_k: int = Field(
+        default=10,
+        ge=1,
+        le=100,
+        description="Keep a paraphrase only if its item ranks in this top k for it under "
+        "the current model.",
+    )
+    share: float = Field(
+        default=0.3, gt=0, le=0.9, description="At most this share of the train split."
+    )
+    prompt: str = Field(
+        default=DEFAULT_PARAPHRASE_PROMPT,
+        min_length=8,
+        max_length=2000,
+        description="The prompt the generator continues; {query} is replaced by the query.",
+    )
+    chat_template: bool = Field(
+        default=False, description="Send the prompt through the generator's chat template."
+    )
+    max_new_tokens: int = Field(
+        default=24, ge=4, le=128, description="Tokens generated per paraphrase at most."
+    )
+    temperature: float = Field(
+        default=0.7, ge=0, le=2, description="Sampling temperature; 0 decodes greedily."
+    )
+
+    @field_validator("prompt")
+    @classmethod
+    def _has_query(cls, value: str) -> str:
+        if "{query}" not in value:
+            raise ValueError("the prompt must contain {query}, where the query goes")
+        return value
+
+    def writer_config(self) -> SyntheticQueriesConfig:
+        """The same settings in the shape the query writer takes ({query} as {text})."""
+        return SyntheticQueriesConfig(
+            enabled=True,
+            generator=self.generator,
+            queries_per_item=self.paraphrases_per_query,
+            prompt=self.prompt.replace("{query}", "{text}"),
+            chat_template=self.chat_template,
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+        )
+
+
 class EmbeddingTrainConfig(BaseModel):
     """How to fine-tune a sentence-transformers model on a snapshot's train split."""
 
@@ -239,6 +326,11 @@ class EmbeddingTrainConfig(BaseModel):
         default_factory=SyntheticQueriesConfig,
         description="Synthetic queries for catalog items without feedback, read when the "
         "snapshot is built (see SyntheticQueriesConfig); off by default.",
+    )
+    augmentation: AugmentationConfig = Field(
+        default_factory=AugmentationConfig,
+        description="Paraphrased train queries for items with few examples, read when the "
+        "snapshot is built (see AugmentationConfig); off by default.",
     )
 
     @field_validator("loss")
