@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
-from test_synthetic_queries import CATALOG, FEEDBACK, build, make_project, rows_of, set_train
+from generated_rows import CATALOG, FEEDBACK, build, make_project, rows_of, set_train
 
 from fineloop.config import Settings
 from fineloop.data.splits import normalize_query
