@@ -30,7 +30,7 @@ from fineloop.data.hashing import content_hash
 from fineloop.errors import Invalid
 from fineloop.store import Store
 from fineloop.tasks.embedding.synthetic import copies, round_robin
-from fineloop.tasks.embedding.synthetic_writer import cache_file, clean_query
+from fineloop.tasks.embedding.synthetic_writer import QueryCache, cache_file, clean_query
 
 
 def ranks(model: Path, rows: list[dict[str, Any]]) -> list[int]:
@@ -218,3 +218,15 @@ def test_train_and_evaluate_read_a_snapshot_with_synthetic_rows(
     out = task.train(built.path, str(tiny_model), config, tmp_path / "model", NullSink())
 
     assert 0 <= task.evaluate(str(out), built.path).metrics["ndcg@10"] <= 1
+
+
+def test_the_cache_survives_a_line_cut_inside_a_character(tmp_path: Path) -> None:
+    path = tmp_path / "queries.jsonl"
+    QueryCache(path).add({"a": ["café au lait"], "b": ["naïve query"]})
+    whole = path.read_bytes()
+    path.write_bytes(whole[: whole.index("ï".encode()) + 1])  # killed mid-character
+
+    cache = QueryCache(path)
+    assert cache.entries == {"a": ["café au lait"]}
+    cache.add({"b": ["naïve query"]})
+    assert QueryCache(path).entries == {"a": ["café au lait"], "b": ["naïve query"]}

@@ -91,7 +91,8 @@ class QueryCache:
         self.path = path
         self.entries: dict[str, list[str]] = {}
         if path.is_file():
-            for line in path.read_text(encoding="utf-8").splitlines():
+            # a line cut inside a character decodes with a replacement, then fails as JSON
+            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
                 try:
                     entry = json.loads(line)
                     self.entries[str(entry["key"])] = [str(q) for q in entry["queries"]]
@@ -106,12 +107,16 @@ class QueryCache:
             json.dumps({"key": k, "queries": v}, ensure_ascii=False) + "\n"
             for k, v in written.items()
         )
-        with self.path.open("a+", encoding="utf-8") as handle:
-            if handle.tell() > 0:
-                handle.seek(handle.tell() - 1)
-                if handle.read(1) != "\n":
-                    lines = "\n" + lines
-            handle.write(lines)
+        from filelock import FileLock
+
+        with FileLock(str(self.path.with_name(f".{self.path.name}.lock"))):  # two builds
+            if self.path.is_file() and self.path.stat().st_size:
+                with self.path.open("rb") as handle:
+                    handle.seek(-1, 2)
+                    if handle.read(1) != b"\n":  # a line cut short: start after it
+                        lines = "\n" + lines
+            with self.path.open("ab") as handle:
+                handle.write(lines.encode())
 
 
 def clean_query(answer: str, max_chars: int) -> str | None:
