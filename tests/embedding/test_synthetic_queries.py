@@ -75,6 +75,8 @@ def test_synthetic_rows_are_train_only_for_items_without_feedback_and_pass_the_r
     assert all(r["query_group"].startswith("synthetic:") and not r["feedback_ids"] for r in made)
     assert ranks(tiny_model, made) == [0] * len(made)  # the round trip at k=1
     assert all(len(r["negative_ids"]) <= 2 for r in made)
+    assert any(r["negative_ids"] for r in made)  # mined as for real rows
+    assert not any(r["positive_id"] in r["negative_ids"] for r in made)
     assert stats["mined_negatives"] > 0  # real rows are mined as before
     # lineage on real rows: not synthetic, no generator; every feedback pair is there
     assert {(r["anchor"], r["positive_id"]) for r in real} == set(FEEDBACK.items())

@@ -109,8 +109,9 @@ def build_snapshot(
 ) -> BuiltSnapshot:
     """Write the project's snapshot under `out_dir` (which may exist, empty).
 
-    `model_path` mines the negatives: the loop passes the current champion (else the base
-    model); without it, the project's base model or the packaged default is used.
+    `model_path` mines the negatives and judges generated queries (their round trip): the
+    loop passes the current champion (else the base model); without it, the project's base
+    model or the packaged default is used.
     """
     config = config or BuildConfig()
     found = harvest(data, max_query_chars=config.max_query_chars)
