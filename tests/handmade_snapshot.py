@@ -97,6 +97,9 @@ for number, part in enumerate(BUILDING, start=11):
 SPLIT_OF_POSITION = ("train", "train", "validation", "test")
 
 
+REAL = {"synthetic": False, "generator": "", "prompt_hash": ""}  # rows from feedback
+
+
 def rows(
     extra: dict[str, list[tuple[str, str]]] | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
@@ -120,6 +123,7 @@ def rows(
                     "feedback_ids": [feedback],
                     "score": 1.0 if position % 2 == 0 else 0.75,
                     "label": 1,
+                    **REAL,
                 }
             )
     for split, pairs in (extra or {}).items():
@@ -136,6 +140,7 @@ def rows(
                     "feedback_ids": [feedback],
                     "score": 1.0,
                     "label": 1,
+                    **REAL,
                 }
             )
     return out
