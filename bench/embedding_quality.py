@@ -49,7 +49,7 @@ from embedding_common import (
     trainer_state,
 )
 from fineloop import Client
-from shared_data import RetrievalSet, banking77, stackfaq
+from shared_data import RetrievalSet, load_set
 
 JOB_TIMEOUT_S = 3600.0
 GOAL = "fineloop > base and >= plain (ndcg@10)"
@@ -85,25 +85,12 @@ def parse_args() -> argparse.Namespace:
 
 
 def load(name: str, args: argparse.Namespace) -> RetrievalSet:
-    if name == "stackfaq":
-        data = stackfaq()
-        items = {key: text[: args.item_chars] for key, text in data.items.items()}
-        data = RetrievalSet(data.name, items, data.train, data.test)
-        if args.quick:
-            keep = set(sorted(data.items)[:30])
-            data = RetrievalSet(
-                data.name,
-                {k: v for k, v in data.items.items() if k in keep},
-                [p for p in data.train if p[1] in keep],
-                [p for p in data.test if p[1] in keep],
-            )
-        return data
-    if name == "banking77":
-        data = banking77(train_per_intent=args.per_intent)
-        if args.quick:
-            data = RetrievalSet(data.name, data.items, data.train, data.test[::10])
-        return data
-    raise SystemExit(f"unknown dataset {name!r}")
+    return load_set(
+        name,
+        item_chars=args.item_chars,
+        per_intent=args.per_intent,
+        quick=args.quick,
+    )
 
 
 def describe(data: RetrievalSet, args: argparse.Namespace) -> str:

@@ -68,3 +68,30 @@ def banking77(root: Path = DATASETS, train_per_intent: int | None = None) -> Ret
                 kept.append((query, intent))
         train = kept
     return RetrievalSet("banking77", items, train, rows("test.csv"))
+
+
+def load_set(
+    name: str, *, item_chars: int, per_intent: int, quick: bool, quick_items: int = 30
+) -> RetrievalSet:
+    """A dataset as the embedding benchmarks use it: StackFAQ threads cut to `item_chars`,
+    Banking77 with `per_intent` training queries per intent; `quick` keeps a small part
+    (StackFAQ: the first `quick_items` threads; Banking77: every 10th test query)."""
+    if name == "stackfaq":
+        data = stackfaq()
+        items = {key: text[:item_chars] for key, text in data.items.items()}
+        data = RetrievalSet(data.name, items, data.train, data.test)
+        if quick:
+            keep = set(sorted(data.items)[:quick_items])
+            data = RetrievalSet(
+                data.name,
+                {k: v for k, v in data.items.items() if k in keep},
+                [p for p in data.train if p[1] in keep],
+                [p for p in data.test if p[1] in keep],
+            )
+        return data
+    if name == "banking77":
+        data = banking77(train_per_intent=per_intent)
+        if quick:
+            data = RetrievalSet(data.name, data.items, data.train, data.test[::10])
+        return data
+    raise SystemExit(f"unknown dataset {name!r}")
