@@ -9,6 +9,8 @@ is imported only when a build runs.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -116,14 +118,16 @@ def build_and_publish(
     *,
     seed: int | None = None,
     label: str = "snapshot",
+    train_overrides: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> Snapshot:
     """Build the project's snapshot through its task in a scratch folder, move it into
     place, record it. The task gets the project's records from the shared reader and the
     model now serving (`model_path`, unless given: the champion, else the base model);
-    `options` go to its builder (embedding: `config`). `seed` defaults to the project's
-    training policy seed. An identical snapshot built before is reused: its folder and row
-    stay as they are.
+    `options` go to its builder (embedding: `config`); `train_overrides` (a job's) are
+    merged over the project's `training_policy.train` in what the builder reads. `seed`
+    defaults to the project's training policy seed. An identical snapshot built before is
+    reused: its folder and row stay as they are.
     """
     with store.read() as session:
         project = get_project(session, project_name)
@@ -134,6 +138,9 @@ def build_and_publish(
     if options.get("model_path") is None:
         options["model_path"] = artifacts.fetch(settings, current)  # a local path
     data = read_project(store, project)
+    if train_overrides:  # a job's overrides reach a builder that reads `train` too
+        merged = {**data.project.train, **train_overrides}
+        data = replace(data, project=replace(data.project, train=merged))
     scratch = artifacts.scratch_dir(settings, project_name, label)
     try:
         built = task.build(data, settings, scratch, seed=seed, **options)

@@ -113,7 +113,7 @@ class FakeTask(TaskDefaults):
             path=out_dir,
             splits=counts,
             stats={"examples": len(examples)},
-            config={"seed": seed, "model_path": model_path},
+            config={"seed": seed, "model_path": model_path, "train": dict(data.project.train)},
             feedback_watermark=data.watermark,
         )
 

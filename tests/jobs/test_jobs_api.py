@@ -100,6 +100,20 @@ def test_bad_requests_are_refused_before_a_job_exists(
     assert api.get(f"/v1/projects/{name}/jobs", params={"state": "bogus"}).status_code == 422
 
 
+def test_the_builder_reads_the_jobs_overrides_over_the_projects_policy(
+    served: TestClient, fake_project: MakeProject
+) -> None:
+    name = fake_project()
+    policy = {"train": {"gain": 0.2, "fail": False}}
+    ok(served.patch(f"/v1/projects/{name}", json={"training_policy": policy}))
+    job_id = ok(served.post(f"/v1/projects/{name}/train", json={"overrides": {"gain": 0.1}}), 202)[
+        "id"
+    ]
+    job = poll(served, job_id)
+    snapshot = ok(served.get(f"/v1/projects/{name}/snapshots/{job['snapshot_id']}"))
+    assert snapshot["config"]["train"] == {"gain": 0.1, "fail": False}
+
+
 def test_a_job_posted_to_a_serving_app_trains_registers_and_reports(
     served: TestClient, fake_project: MakeProject
 ) -> None:

@@ -20,6 +20,7 @@ encode_counts`): the numbers a slow job is diagnosed with.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,16 @@ def run_training(
     policy = training_policy_of(project)
     config = task.train_config({**policy.train, **overrides})
     base, champion, snapshot = starting_point(
-        store, settings, sink, job_id, project, task, policy, reuse=earlier, at=BUILD[0]
+        store,
+        settings,
+        sink,
+        job_id,
+        project,
+        task,
+        policy,
+        reuse=earlier,
+        at=BUILD[0],
+        overrides=overrides,
     )
     _check(sink)
 
@@ -129,6 +139,7 @@ def starting_point(
     *,
     reuse: str | None,
     at: float,
+    overrides: Mapping[str, Any] | None = None,
 ) -> tuple[ModelVersion, ModelVersion, BuiltSnapshot]:
     """The base, the champion to train from and the job's snapshot (built now, or the one
     an earlier attempt recorded): where a training or search job starts."""
@@ -142,7 +153,14 @@ def starting_point(
     started = time.perf_counter()
     with counting() as counts:  # the builder may encode the catalog to mine negatives
         snapshot = snapshot_for(
-            store, settings, project, task, seed=policy.seed, label=f"job{job_id}", reuse=reuse
+            store,
+            settings,
+            project,
+            task,
+            seed=policy.seed,
+            label=f"job{job_id}",
+            reuse=reuse,
+            train_overrides=overrides,
         )
     report(sink, counts)
     sink.metric("phase_seconds/build", 0, round(time.perf_counter() - started, 3))

@@ -5,6 +5,7 @@ Kept apart from `train.py` so the pipeline reads as a list of steps.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,14 +32,18 @@ def snapshot_for(
     seed: int,
     label: str,
     reuse: str | None = None,
+    train_overrides: Mapping[str, Any] | None = None,
 ) -> BuiltSnapshot:
     """Build (or reuse) the project's snapshot; the builder mines with the champion.
-    `reuse` names a snapshot already recorded (a retried job trains on the same data)."""
+    `reuse` names a snapshot already recorded (a retried job trains on the same data);
+    `train_overrides` are the job's, which a builder reading `train` sees too."""
     if reuse is not None:
         with store.read() as session:
             row = get_snapshot(session, project, reuse)
         return built_snapshot(row, settings)
-    row = build_and_publish(store, settings, project.name, seed=seed, label=label)
+    row = build_and_publish(
+        store, settings, project.name, seed=seed, label=label, train_overrides=train_overrides
+    )
     return built_snapshot(row, settings)
 
 
