@@ -39,6 +39,7 @@ CSP = (
 templates = Jinja2Templates(env=families.environment(HERE / "templates"))
 templates.env.filters["ago"] = views.ago
 templates.env.filters["size"] = views.size_text
+templates.env.filters["pretty_json"] = views.pretty_json
 router = APIRouter(include_in_schema=False)
 
 

@@ -6,6 +6,7 @@ JSON for the charts, so the browser draws exactly what the tables say.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -245,3 +246,9 @@ def size_text(count: int | None) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{size:.1f} GB"
+
+
+def pretty_json(value: Any) -> str:
+    """A policy as the Policies panel's textarea shows it: indented JSON, key order kept
+    (the template escapes it, so a `<` in a value stays text)."""
+    return json.dumps(value, indent=2, ensure_ascii=False)

@@ -1,5 +1,5 @@
-// The project page: feedback charts, actions (train, cancel, promote, roll back), live job
-// rows, and the rollout panel. Every action is a call to the JSON API.
+// The project page: feedback charts, actions (train, cancel, promote, roll back, save a
+// policy), live job rows, and the rollout panel. Every action is a call to the JSON API.
 "use strict";
 
 (function (fl) {
@@ -116,6 +116,8 @@
           button.disabled = false;
         }
       });
+    } else if (action === "save-policy") {
+      savePolicy(button);
     } else if (action === "rollback") {
       act(button, async () => {
         await fl.api("POST", `${base}/rollback`, { alias: button.dataset.alias, reason: "rolled back from the dashboard" });
@@ -123,6 +125,39 @@
       });
     }
   });
+
+  // --- Policies: each textarea replaces its own policy with one PATCH -------------------
+  async function savePolicy(button) {
+    const field = button.dataset.policy;
+    const area = document.getElementById(field);
+    const status = document.getElementById(`${field}-status`);
+    const say = (text, kind) => {
+      status.textContent = text;
+      status.className = `small ${kind}`;
+    };
+    let policy;
+    try {
+      policy = JSON.parse(area.value);
+    } catch (error) {
+      say(`not valid JSON: ${error.message}`, "error-text");
+      return;
+    }
+    if (policy === null || typeof policy !== "object" || Array.isArray(policy)) {
+      say("the policy must be a JSON object: { ... }", "error-text");
+      return;
+    }
+    button.disabled = true;
+    say("saving…", "muted");
+    try {
+      const project = await fl.api("PATCH", base, { [field]: policy });
+      area.value = JSON.stringify(project[field], null, 2);  // with the defaults filled in
+      say("saved", "ok-text");
+    } catch (error) {
+      say(error.message, "error-text");
+    } finally {
+      button.disabled = false;
+    }
+  }
 
   // --- Live job rows: progress in place; a new or finished job reloads the page ---------
   const shown = new Map(data.jobs.map((j) => [j.id, j.state]));
