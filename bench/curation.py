@@ -38,6 +38,7 @@ the same real (query, right item) pairs the users produced.
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import tempfile
 import time
@@ -58,6 +59,7 @@ from fineloop import Client
 from shared_data import RetrievalSet, load_set
 
 JOB_TIMEOUT_S = 3600.0
+RESULT = Path(__file__).resolve().parent / "results" / "curation.json"
 HALVES = ("feedback", "no_feedback")
 
 # What each variant changes in the project's training policy (from the defaults, with
@@ -97,6 +99,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=3, help="Every training (default 3).")
     parser.add_argument("--seed", type=int, default=13, help="Which half gets feedback.")
     parser.add_argument("--quick", action="store_true", help="Small subsets, 1 epoch.")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="Keep the results file's cases of datasets this run does not measure.",
+    )
     args = parser.parse_args()
     if args.quick:
         args.per_intent, args.epochs = 4, 1
@@ -425,6 +432,11 @@ def main() -> None:
 
 
 def save(args: argparse.Namespace, cases: list[dict[str, Any]]) -> Path:
+    kept: list[dict[str, Any]] = []
+    if args.merge and RESULT.exists():  # the other datasets' cases of an earlier run
+        names = {case["case"].split(":")[0] for case in cases}
+        earlier = json.loads(RESULT.read_text()).get("cases", [])
+        kept = [case for case in earlier if case["case"].split(":")[0] not in names]
     return write_results(
         "curation",
         {
@@ -434,7 +446,7 @@ def save(args: argparse.Namespace, cases: list[dict[str, Any]]) -> Path:
             "order; each other part: on by default only if it gains",
             "machine": machine_facts(),
             "config": dict(vars(args)),
-            "cases": cases,
+            "cases": kept + cases,
         },
     )
 
