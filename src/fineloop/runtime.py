@@ -6,6 +6,7 @@ than inside one family. torch is imported only when a question needs it.
 
 from __future__ import annotations
 
+import json
 import os
 from functools import cache
 from pathlib import Path
@@ -70,11 +71,20 @@ def rank_zero_decides(decision: bool) -> bool:
 
 
 def last_checkpoint(checkpoints: Path) -> Path | None:
-    """The newest complete checkpoint an earlier run left in `checkpoints` (the Trainer
-    writes trainer_state.json last, so a run killed while saving leaves none there)."""
+    """The newest complete checkpoint an earlier run left in `checkpoints`. The Trainer
+    writes trainer_state.json last, so a run killed while saving leaves none there, or one
+    cut short (seen empty after a SIGKILL): only a state that reads whole counts."""
     found = [
         (int(path.name.rpartition("-")[2]), path)
         for path in checkpoints.glob("checkpoint-*")
-        if path.name.rpartition("-")[2].isdigit() and (path / "trainer_state.json").is_file()
+        if path.name.rpartition("-")[2].isdigit() and _whole_state(path / "trainer_state.json")
     ]
     return max(found)[1] if found else None
+
+
+def _whole_state(path: Path) -> bool:
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(state, dict) and "global_step" in state
