@@ -68,7 +68,8 @@ HALVES = ("feedback", "no_feedback")
 VARIANTS: dict[str, dict[str, Any]] = {
     "off": {},
     "synthetic": {"train": {"synthetic_queries": {"enabled": True}}},
-    "augmentation": {"train": {"augmentation": {"enabled": True}}},
+    # StackFAQ's fed items have 3-4 train queries each: 4 lets every one of them be paraphrased
+    "augmentation": {"train": {"augmentation": {"enabled": True, "max_item_examples": 4}}},
     "refit": {"refit": True},
     "curriculum": {"train": {"curriculum": "base_loss"}},
     "batch_auto": {"train": {"batch_size": "auto"}},
@@ -239,7 +240,8 @@ def run_case(name: str, args: argparse.Namespace) -> dict[str, Any]:
                 "snapshot_stats": {
                     k: v
                     for k, v in snapshot["stats"].items()
-                    if k.startswith("synthetic") or k in ("examples", "mined_negatives")
+                    if k.startswith(("synthetic", "augment"))
+                    or k in ("examples", "mined_negatives")
                 },
                 "result": {
                     k: v for k, v in (job.get("result") or {}).items() if k in ("refit", "promoted")
@@ -434,6 +436,23 @@ def main() -> None:
     print(f"wrote {save(args, cases)}")
 
 
+def merge_case(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """An earlier run's case with this run's variants added. The earlier `fineloop` (off),
+    `plain` and `base` stay the ones quoted; this run's own off and plain are kept under a
+    run number, and its variants name that off as the reference of their deltas."""
+    runs = 1 + sum(1 for key in old if key.startswith("fineloop_off_run"))
+    label = f"run{runs + 1}"
+    merged = old | {"runs": old["runs"] | {f"{k}_{label}": v for k, v in new["runs"].items()}}
+    for key, value in new.items():
+        if key == "fineloop":
+            merged[f"fineloop_off_{label}"] = value
+        elif key in ("plain", "plain_vs_off", "simulation"):
+            merged[f"{key}_{label}"] = value
+        elif key.startswith("fineloop_"):
+            merged[key] = value | {"reference": f"fineloop_off_{label}"}
+    return merged
+
+
 def save(args: argparse.Namespace, cases: list[dict[str, Any]]) -> Path:
     kept: list[dict[str, Any]] = []
     merged = list(cases)
@@ -442,7 +461,7 @@ def save(args: argparse.Namespace, cases: list[dict[str, Any]]) -> Path:
         for index, case in enumerate(cases):
             old = earlier.pop(case["case"].split(":")[0], None)
             if old is not None and "runs" in old and "runs" in case:
-                merged[index] = old | case | {"runs": old["runs"] | case["runs"]}
+                merged[index] = merge_case(old, case)
         kept = list(earlier.values())
     return write_results(
         "curation",

@@ -252,3 +252,19 @@ def test_the_loop_runs_every_family(
     assert record.interaction.id == interaction
     assert record.interaction.model_version == f"v{champion.number}"
     assert record.trainable and record.effective_reward > 0
+
+    # review: what was served next is queued, with how the family lets a reviewer rewrite
+    # it; the unchanged text is either stored as an ordinary event or refused with a reason
+    again = case.serve(client, name)["interaction_id"]
+    queue = client.get(f"/v1/projects/{name}/review", params={"ranking": "recent"}).json()
+    (item,) = [i for i in queue["items"] if i["interaction"]["id"] == again]
+    if item["edit"] is not None:
+        assert {type(item["edit"][k]) for k in ("action", "text", "hint")} == {str}
+        text = {"text": item["edit"]["text"]}
+        answer = client.post(f"/v1/projects/{name}/review/{again}", json=text)
+        assert answer.status_code in (201, 422), answer.text
+        if answer.status_code == 201:
+            stored = read_project(store, name).feedback[-1].interaction
+            assert stored is not None and stored.id == again
+        else:
+            assert answer.json()["message"]

@@ -1,4 +1,5 @@
-"""`fineloop review list PROJECT`: the review queue, as a table or JSON.
+"""`fineloop review list PROJECT`: the review queue, as a table or JSON; `fineloop review
+edit PROJECT INTERACTION`: rewrite one (a reply, NER spans, the right items).
 
 Set how it is ranked with `fineloop project update PROJECT --review-policy
 '{"ranking": "disagreement"}'`; answer an interaction with ordinary feedback
@@ -7,6 +8,8 @@ Set how it is ranked with `fineloop project update PROJECT --review-policy
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 from typing import Annotated, Any, cast, get_args
 
 import typer
@@ -65,6 +68,57 @@ def list_queue(
     console.print(table)
     more = f"; next: --offset {page.next_offset}" if page.next_offset is not None else ""
     console.print(f"{len(page.items)} of {page.ranked} ranked by {page.ranking}{more}")
+
+
+@app.command("edit")
+def edit(
+    project: Annotated[str, typer.Argument(help="Project name.")],
+    interaction: Annotated[str, typer.Argument(help="The interaction's id.")],
+    text: Annotated[str | None, typer.Option(help="The rewritten text.")] = None,
+    file: Annotated[
+        Path | None, typer.Option(help="Read the rewritten text from a file ('-': stdin).")
+    ] = None,
+    key: Annotated[str | None, typer.Option(help="Idempotency key: a rerun stores once.")] = None,
+    user: Annotated[str | None, typer.Option(help="Who reviewed it.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Rewrite an interaction's output as its family reads it (a reply as it should have
+    been, NER spans as TYPE: text lines, the right item ids); stored as ordinary feedback.
+    Without --text or --file, print what to start from and how to write it."""
+    from fineloop.errors import NotFound, validated
+    from fineloop.feedback.review_rewrite import ReviewRewrite, rewrite_event
+    from fineloop.operations import store_feedback
+    from fineloop.store.projects import get_project
+    from fineloop.store.schema import Interaction
+    from fineloop.tasks import get_task
+
+    if text is not None and file is not None:
+        raise typer.BadParameter("give --text or --file, not both", param_hint="--file")
+    if file is not None:
+        text = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
+    with opened_store(config) as store:
+        if text is None:
+            with store.read() as session:
+                found = get_project(session, project)
+                row = session.get(Interaction, (found.id, interaction))
+                if row is None:
+                    raise NotFound(f"no interaction {interaction!r} in project {project!r}")
+                options = dict(found.task_options or {})
+                start = get_task(found.task).review_edit(options, (row.input, row.output))
+            if start is None:
+                console.print("this interaction's output cannot be rewritten")
+                raise typer.Exit(1)
+            console.print(f"[bold]{start.action}[/bold]: {escape(start.hint)}")
+            console.print(escape(start.text), highlight=False)
+            return
+        values = {"text": text, "idempotency_key": key, "user_id": user}
+        rewrite = validated(ReviewRewrite, values)
+        with store.read() as session:
+            event = rewrite_event(session, project, interaction, rewrite)
+        stored = store_feedback(store, project, [event])[0]
+    said = "stored" if stored.created else "already stored (same key)"
+    kind = getattr(event, "kind", "feedback")
+    console.print(f"{kind} {stored.id} {said}; reward {stored.reward:+.2f}")
 
 
 def _top(output: Any) -> Any:

@@ -31,6 +31,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
+from fineloop.feedback.review_rewrite import ReviewEditPublic, edit_public
 from fineloop.policies import ReviewRanking, ServingPolicy
 from fineloop.schemas import InteractionPublic
 from fineloop.store.interactions import interaction_public
@@ -54,6 +55,10 @@ class ReviewItem(BaseModel):
     reason: Reason = Field(description="What put the interaction at this place.")
     disagrees_with: list[str] = Field(
         description="Versions that answered the same input differently."
+    )
+    edit: ReviewEditPublic | None = Field(
+        description="How a reviewer may rewrite the output (POST .../review/{interaction_id} "
+        "with the text); null when it cannot be rewritten."
     )
 
 
@@ -99,8 +104,9 @@ def review_queue(
     rows = rows[: policy.scan]
     task = get_task(project.task)
     scores: dict[str, float | None] = {}
+    options = dict(project.task_options or {})
     if chosen in ("uncertainty", "disagreement"):
-        options, serving = dict(project.task_options or {}), serving_policy_of(project)
+        serving = serving_policy_of(project)
         scores = {r.id: _score(task, options, r, serving) for r in rows}
     others: dict[str, list[str]] = {}
     if chosen == "disagreement":
@@ -113,6 +119,7 @@ def review_queue(
             score=scores.get(row.id),
             reason=_reason(chosen, scores.get(row.id), bool(others.get(row.id))),
             disagrees_with=others.get(row.id, []),
+            edit=edit_public(task.review_edit(options, (row.input, row.output))),
         )
         for row in page
     ]

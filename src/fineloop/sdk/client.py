@@ -116,8 +116,14 @@ class Client(
             )
         return total
 
-    def list_items(self, project: str, page_size: int = 1000) -> Iterator[dict[str, Any]]:
-        yield from self._t.pages(f"{project_path(project)}/items", {"limit": page_size})
+    def list_items(
+        self, project: str, page_size: int = 1000, *, contains: str | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Every item, page by page; with `contains`, those whose id or text holds it."""
+        params: dict[str, Any] = {"limit": page_size}
+        if contains is not None:
+            params["contains"] = contains
+        yield from self._t.pages(f"{project_path(project)}/items", params)
 
     def get_item(self, project: str, item_id: str) -> dict[str, Any]:
         return self._t.obj("GET", f"{project_path(project)}/items/{segment(item_id)}")

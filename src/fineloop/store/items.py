@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -67,10 +67,24 @@ def items_query(project_id: int) -> Select[Item]:
 
 
 def list_items(
-    session: Session, project_id: int, *, after: int = 0, limit: int = 100
+    session: Session,
+    project_id: int,
+    *,
+    after: int = 0,
+    limit: int = 100,
+    contains: str | None = None,
 ) -> list[Item]:
-    query = items_query(project_id).where(Item.id > after).limit(limit)
-    return list(session.scalars(query))
+    """A page of the catalog; with `contains`, only items whose id or text holds it (any
+    case): how a reviewer finds the right item by a few words."""
+    query = items_query(project_id).where(Item.id > after)
+    if contains:
+        query = query.where(
+            or_(
+                Item.item_id.icontains(contains, autoescape=True),
+                Item.text.icontains(contains, autoescape=True),
+            )
+        )
+    return list(session.scalars(query.limit(limit)))
 
 
 def item_public(item: Item) -> ItemPublic:

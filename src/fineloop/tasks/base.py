@@ -8,6 +8,7 @@ family never adds a branch there: a new family is one package plus one entry poi
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,6 +153,18 @@ class Refitted:
     summary: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class ReviewEdit:
+    """What a reviewer rewrites for one interaction on the review page: `text` to start
+    from (the output as the family writes it for people), `hint` on how to write it, and
+    `action`, what the page's button says ("edit" or "label"). `Task.review_event` turns
+    the rewritten text back into a feedback event."""
+
+    action: str
+    text: str
+    hint: str
+
+
 @runtime_checkable
 class Predictor(Protocol):
     """What `Task.load` returns: a model ready to answer. Serving calls
@@ -274,6 +287,17 @@ class Task(Protocol):
         the output has no answer to compare."""
         ...
 
+    def review_edit(self, options: Mapping[str, Any], shown: Shown) -> ReviewEdit | None:
+        """How a reviewer rewrites one served interaction (a reply to edit, spans to fix,
+        the right items to name); None when this family's outputs cannot be rewritten."""
+        ...
+
+    def review_event(self, options: Mapping[str, Any], shown: Shown, text: str) -> dict[str, Any]:
+        """The feedback event a reviewer's rewritten `text` makes: its `kind` and that
+        kind's fields (the loop adds the interaction, key and user). Raises `Invalid`
+        saying what to fix when the text cannot be read."""
+        ...
+
     def converters(self) -> Mapping[str, Converter]:
         """Import formats this family reads (`fineloop data import --format <name>`), each
         turning a file into interactions and feedback."""
@@ -323,6 +347,28 @@ class TaskDefaults:
     ) -> Refitted | None:
         sink.log(f"refit: the {getattr(self, 'name', 'this')} family cannot refit")
         return None
+
+    def review_edit(self, options: Mapping[str, Any], shown: Shown) -> ReviewEdit | None:
+        """The output as JSON (a string output as itself): any family can be corrected."""
+        output = shown[1]
+        if output is None:
+            return None
+        text = output
+        if not isinstance(output, str):
+            text = json.dumps(output, indent=2, ensure_ascii=False)
+        return ReviewEdit("edit", text, "The output as it should have been, as JSON.")
+
+    def review_event(self, options: Mapping[str, Any], shown: Shown, text: str) -> dict[str, Any]:
+        from fineloop.errors import Invalid
+
+        if isinstance(shown[1], str):
+            corrected: Any = text
+        else:
+            try:
+                corrected = json.loads(text)
+            except ValueError as error:
+                raise Invalid(f"the output is not JSON: {error}", field="text") from None
+        return {"kind": "correction", "output": corrected}
 
     def converters(self) -> Mapping[str, Converter]:
         return {}

@@ -42,9 +42,18 @@ def list_page(
         int, Query(ge=0, le=INT64_MAX, description="Cursor from the previous page.")
     ] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    contains: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            description="Only items whose id or text holds this (any case).",
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     with store.read() as session:
-        rows = list_items(session, get_project(session, project).id, after=after, limit=limit)
+        project_id = get_project(session, project).id
+        rows = list_items(session, project_id, after=after, limit=limit, contains=contains)
     return {
         "items": [item_public(row) for row in rows],
         "next_cursor": rows[-1].id if len(rows) == limit else None,

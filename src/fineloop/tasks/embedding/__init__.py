@@ -19,6 +19,7 @@ from fineloop.tasks.base import (
     Evaluation,
     ProgressSink,
     Refitted,
+    ReviewEdit,
     Shown,
     TaskDefaults,
 )
@@ -140,3 +141,13 @@ class EmbeddingTask(TaskDefaults):
         from fineloop.tasks.embedding.review import top_item
 
         return top_item(output)
+
+    def review_edit(self, options: Mapping[str, Any], shown: Shown) -> ReviewEdit | None:
+        from fineloop.tasks.embedding.review import label_edit
+
+        return label_edit(shown[1])
+
+    def review_event(self, options: Mapping[str, Any], shown: Shown, text: str) -> dict[str, Any]:
+        from fineloop.tasks.embedding.review import label_event
+
+        return label_event(text)

@@ -14,7 +14,9 @@ from __future__ import annotations
 import math
 from typing import Any, TypeGuard
 
+from fineloop.errors import Invalid
 from fineloop.store.interactions import shown_item_ids
+from fineloop.tasks.base import ReviewEdit
 
 TOP = 3  # the top shown items whose probability counts: the ones a user looks at
 
@@ -47,3 +49,37 @@ def top_item(output: Any) -> str | None:
 
 def _number(value: Any) -> TypeGuard[float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+MAX_LABELLED = 100  # item ids one review may name
+
+
+def label_edit(output: Any) -> ReviewEdit | None:
+    """A ranking is answered by naming the right items, starting from the ones the model
+    put first (selected, else the top one); None for an output that is no ranking."""
+    shown = shown_item_ids(output)
+    if not shown:
+        return None
+    entries = [e for e in output["items"] if isinstance(e, dict) and e.get("selected") is True]
+    selected = [k for e in entries if isinstance(k := e.get("id", e.get("item_id")), str)]
+    return ReviewEdit(
+        "label",
+        "\n".join(selected or shown[:1]),
+        "The right item ids, one per line, shown or not (find one in the catalog below).",
+    )
+
+
+def label_event(text: str) -> dict[str, Any]:
+    """A `label` event naming the item ids on the text's lines (blank lines skipped)."""
+    ids = list(dict.fromkeys(line.strip() for line in text.splitlines() if line.strip()))
+    if not ids:
+        raise Invalid(
+            "name at least one item id; to say none of the shown items fits, reject them all",
+            field="text",
+        )
+    if len(ids) > MAX_LABELLED:
+        raise Invalid(f"{len(ids)} item ids: name at most {MAX_LABELLED}", field="text")
+    long = [i for i in ids if len(i) > 256]
+    if long:
+        raise Invalid(f"an item id is at most 256 characters: {long[0][:40]!r}…", field="text")
+    return {"kind": "label", "items": ids}

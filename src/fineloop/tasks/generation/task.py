@@ -17,7 +17,14 @@ from pydantic import BaseModel
 
 from fineloop.config import Settings, get_settings
 from fineloop.data.records import ProjectData
-from fineloop.tasks.base import BuiltSnapshot, Evaluation, ProgressSink, TaskDefaults
+from fineloop.tasks.base import (
+    BuiltSnapshot,
+    Evaluation,
+    ProgressSink,
+    ReviewEdit,
+    Shown,
+    TaskDefaults,
+)
 from fineloop.tasks.generation.config import GenerationTrainConfig
 
 if TYPE_CHECKING:
@@ -128,6 +135,25 @@ class GenerationTask(TaskDefaults):
         from fineloop.tasks.generation.cli import generate
 
         return {"generate": generate}
+
+    def review_edit(self, options: Mapping[str, Any], shown: Shown) -> ReviewEdit | None:
+        from fineloop.tasks.generation.prompts import output_text
+
+        reply = output_text(shown[1])
+        if reply is None:
+            return None
+        return ReviewEdit("edit", reply, "The reply as it should have been.")
+
+    def review_event(self, options: Mapping[str, Any], shown: Shown, text: str) -> dict[str, Any]:
+        """A correction with the rewritten reply (an unchanged reply is a thumbs up)."""
+        from fineloop.errors import Invalid
+        from fineloop.tasks.generation.prompts import output_text
+
+        if not text.strip():
+            raise Invalid("the corrected reply is empty: write what it should be", field="text")
+        if text.strip() == (output_text(shown[1]) or "").strip():
+            raise Invalid("the reply is unchanged: give it a thumbs up instead", field="text")
+        return {"kind": "correction", "output": text}
 
     def review_answer(self, output: Any) -> Any:
         """The reply's text: how it ended or whether it was adapted is no disagreement.

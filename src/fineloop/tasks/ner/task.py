@@ -20,6 +20,7 @@ from fineloop.tasks.base import (
     Converter,
     Evaluation,
     ProgressSink,
+    ReviewEdit,
     Shown,
     TaskDefaults,
 )
@@ -76,6 +77,16 @@ class NerTask(TaskDefaults):
             and not isinstance(span.get("score"), bool)
         ]
         return round(1.0 - min(scores), 6) if scores else None
+
+    def review_edit(self, options: Mapping[str, Any], shown: Shown) -> ReviewEdit | None:
+        from fineloop.tasks.ner.review_edit import spans_edit
+
+        return spans_edit(options, shown)
+
+    def review_event(self, options: Mapping[str, Any], shown: Shown, text: str) -> dict[str, Any]:
+        from fineloop.tasks.ner.review_edit import spans_event
+
+        return spans_event(shown, text)
 
     def review_answer(self, output: Any) -> Any:
         spans = output.get("spans") if isinstance(output, dict) else None
