@@ -75,3 +75,52 @@ def test_review_from_the_keyboard(live_server: LiveServer, page: Page, tmp_path:
     assert api.get("/v1/projects/faq/review").json()["items"] == []
     page.get_by_role("button", name="Load the queue again").click()
     expect(page.locator("#review-empty")).to_be_visible()
+
+
+def test_label_from_the_catalog_and_edit_a_reply_from_the_keyboard(
+    live_server: LiveServer, page: Page, tmp_path: Path
+) -> None:
+    """e opens the family's editor: an embedding ranking is labelled with an item found in
+    the catalog by a few words (it was never shown); a generation reply is rewritten, an
+    unchanged one refused with the family's reason and the editor kept open."""
+    api = httpx.Client(base_url=live_server.url, timeout=30)
+    api.post("/v1/projects", json={"name": "faq", "task": "embedding"})
+    catalog = [*ITEMS, {"id": "lost", "text": "Report a stolen or lost card"}]
+    api.put("/v1/projects/faq/items", json={"items": catalog})
+    shown = {"id": "q", "input": "my card was stolen", "output": ranking(0.5, 0.4)}
+    api.post("/v1/projects/faq/interactions/batch", json={"interactions": [shown]})
+    api.post("/v1/projects", json={"name": "bot", "task": "generation"})
+    reply = {"id": "g", "input": {"prompt": "Router blinks red"}, "output": {"text": "Restart."}}
+    api.post("/v1/projects/bot/interactions/batch", json={"interactions": [reply]})
+
+    page.goto(f"{live_server.url}/projects/faq/review")
+    page.keyboard.press("e")
+    expect(page.locator("#review-editor")).to_be_visible()
+    expect(page.locator("#editor-text")).to_have_value("refund")  # the model's top item
+    page.fill("#editor-text", "")
+    page.fill("#catalog-query", "STOLEN")
+    page.locator("#catalog-found button[data-add='lost']").click()
+    expect(page.locator("#editor-text")).to_have_value("lost")
+    page.screenshot(path=tmp_path / "3-label.png", full_page=True)
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("#review-sent")).to_have_text("sent: labelled")
+    expect(page.locator("#review-editor")).to_be_hidden()
+    [label] = api.get("/v1/projects/faq/feedback").json()["items"]
+    assert label["kind"] == "label" and label["payload"]["items"] == ["lost"]
+    assert label["interaction_id"] == "q" and label["metadata"]["source"] == "review"
+
+    page.goto(f"{live_server.url}/projects/bot/review")
+    page.get_by_role("button", name="Edit (e)").click()
+    expect(page.locator("#editor-text")).to_have_value("Restart.")
+    expect(page.locator("#catalog-lookup")).to_have_count(0)  # no catalog: no lookup
+    page.keyboard.press("Control+Enter")  # unchanged: refused, the editor stays
+    expect(page.locator("#flash")).to_contain_text("unchanged")
+    expect(page.locator("#review-editor")).to_be_visible()
+    page.fill("#editor-text", "Hold reset for 10 seconds, then log in again.")
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("#review-sent")).to_have_text("sent: edited")
+    [fixed] = api.get("/v1/projects/bot/feedback").json()["items"]
+    assert fixed["kind"] == "correction"
+    assert fixed["payload"]["output"] == "Hold reset for 10 seconds, then log in again."
+    page.keyboard.press("Escape")  # nothing open: nothing happens, nothing breaks
+    expect(page.locator("#review-editor")).to_be_hidden()

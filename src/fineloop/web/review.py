@@ -1,7 +1,9 @@
 """The review page's data: one page of the project's review queue, each interaction with
 what it showed. A ranking's items come with their catalog text, so the reviewer can pick
-the right one or reject them all; any other output is answered with a thumb. The page
-writes ordinary feedback through the JSON API (POST /v1/projects/{p}/feedback)."""
+the right one or reject them all; any other output is answered with a thumb. Whatever the
+family lets a reviewer rewrite (`edit`: a reply, NER spans as lines, the right item ids,
+looked up in the catalog) opens in an editor. The page writes ordinary feedback through
+the JSON API (POST /v1/projects/{p}/feedback and /v1/projects/{p}/review/{interaction})."""
 
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ def review_page(session: Session, name: str, ranking: ReviewRanking | None) -> d
         "ranked": queue.ranked,
         "more": queue.more or queue.next_offset is not None,
         "items": [review_row(q, texts) for q in queue.items],
+        "catalog": _has_items(session, project.id),
     }
 
 
@@ -66,10 +69,17 @@ def review_row(queued: ReviewItem, texts: dict[str, str]) -> dict[str, Any]:
         "reason": queued.reason,
         "score": queued.score,
         "disagrees_with": queued.disagrees_with,
+        "edit": queued.edit.model_dump() if queued.edit is not None else None,
         "model_version": interaction.model_version,
         "variant": interaction.variant,
         "created_at": interaction.created_at.isoformat(),
     }
+
+
+def _has_items(session: Session, project_id: int) -> bool:
+    """Whether the project has a catalog to look the right item up in."""
+    first = select(Item.item_id).where(Item.project_id == project_id).limit(1)
+    return session.scalar(first) is not None
 
 
 def _item_texts(session: Session, project_id: int, ids: set[str]) -> dict[str, str]:
