@@ -26,7 +26,7 @@ from fineloop.store import Store, migrate
 from fineloop.store.schema import Base
 
 TABLES = set(Base.metadata.tables)
-HEAD = "0007"
+HEAD = "0008"
 
 
 @pytest.fixture
@@ -256,7 +256,7 @@ def test_upgrading_a_0002_store_adds_rollouts_and_keeps_interactions(blank: Sett
     with store.engine.connect() as connection:
         assert connection.execute(text("SELECT variant FROM interactions")).scalar() == "champion"
     migrate.downgrade(store.engine, "0002")
-    later = {"rollouts", "rollout_history", "webhook_secrets", "serving_epoch"}
+    later = {"rollouts", "rollout_history", "webhook_secrets", "serving_epoch", "review_answers"}
     assert _tables(store) == TABLES - later
     store.close()
 
@@ -279,7 +279,7 @@ def test_upgrading_a_0003_store_adds_webhook_secrets_and_keeps_projects(blank: S
     with store.engine.connect() as connection:
         assert connection.execute(text("SELECT name FROM projects")).scalar() == "old"
     migrate.downgrade(store.engine, "0003")
-    assert _tables(store) == TABLES - {"webhook_secrets", "serving_epoch"}
+    assert _tables(store) == TABLES - {"webhook_secrets", "serving_epoch", "review_answers"}
     store.close()
 
 

@@ -9,8 +9,10 @@ The newest `ReviewPolicy.scan` interactions without feedback are ranked by the p
   highest first;
 - `disagreement`: interactions whose input another version answered differently (the
   family's `review_answer`: embedding compares the top-1 item) first, then by uncertainty.
-  It compares what was stored, so it finds disagreement where a rollout served the same
-  input from two versions; the other version is never run here;
+  The other answers are what was stored: another interaction with the same input (a
+  rollout served it from two versions), and the newest candidate's answers, which its
+  training job records when the queue is ranked this way (jobs/review_answers.py); no
+  model runs here;
 - `random`: a fixed shuffle (a hash of the id, so pages stay stable);
 - `recent`: newest first.
 
@@ -36,7 +38,7 @@ from fineloop.policies import ReviewRanking, ServingPolicy
 from fineloop.schemas import InteractionPublic
 from fineloop.store.interactions import interaction_public
 from fineloop.store.projects import get_project, review_policy_of, serving_policy_of
-from fineloop.store.schema import Feedback, Interaction
+from fineloop.store.schema import Feedback, Interaction, ReviewAnswer
 from fineloop.tasks import get_task
 
 if TYPE_CHECKING:
@@ -89,17 +91,7 @@ def review_queue(
     policy = review_policy_of(project)
     chosen: ReviewRanking = ranking or policy.ranking
     size = min(limit or policy.limit, MAX_LIMIT)
-    reviewed = exists().where(
-        Feedback.project_id == Interaction.project_id, Feedback.interaction_id == Interaction.id
-    )
-    rows = list(
-        session.scalars(
-            select(Interaction)
-            .where(Interaction.project_id == project.id, ~reviewed)
-            .order_by(Interaction.created_at.desc(), Interaction.id)
-            .limit(policy.scan + 1)
-        )
-    )
+    rows = unreviewed(session, project.id, policy.scan + 1)
     more = len(rows) > policy.scan
     rows = rows[: policy.scan]
     task = get_task(project.task)
@@ -134,6 +126,20 @@ def review_queue(
         ranked=len(ordered),
         more=more,
     )
+
+
+def unreviewed(session: Session, project_id: int, limit: int) -> list[Interaction]:
+    """The newest `limit` interactions nobody gave feedback on, newest first."""
+    reviewed = exists().where(
+        Feedback.project_id == Interaction.project_id, Feedback.interaction_id == Interaction.id
+    )
+    query = (
+        select(Interaction)
+        .where(Interaction.project_id == project_id, ~reviewed)
+        .order_by(Interaction.created_at.desc(), Interaction.id)
+        .limit(limit)
+    )
+    return list(session.scalars(query))
 
 
 def _score(
@@ -185,6 +191,15 @@ def _disagreements(
         .limit(scan)
     )
     answers: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    inputs = {row.id: _canonical(row.input) for row in queued}
+    recorded = session.execute(
+        select(ReviewAnswer.interaction_id, ReviewAnswer.version, ReviewAnswer.answer).where(
+            ReviewAnswer.project_id == project_id
+        )
+    )
+    for interaction_id, version, answer in recorded:  # the newest candidate's, if recorded
+        if interaction_id in inputs and answer is not None:
+            answers[inputs[interaction_id]][version].add(_canonical(answer))
     mine: dict[str, tuple[str, str, str]] = {}
     for row in [*queued, *recent]:
         if row.model_version is None:

@@ -10,9 +10,12 @@ leave is removed by the next run (see `_next_free_number`).
 
 With the project's `refit` policy, a candidate that passed the gate is trained once more on
 train + validation before that transaction, and the refit is what gets registered (see
-`refit`); it publishes and commits exactly like a candidate.
+`refit`); it publishes and commits exactly like a candidate. When the project's review
+queue is ranked by disagreement, the chosen model's answers to the queued inputs are
+recorded in that same transaction (`review_answers`).
 
-Each step reports its wall time (`phase_seconds/build`, `/train`, `/evaluate`, `/refit`)
+Each step reports its wall time (`phase_seconds/build`, `/train`, `/evaluate`, `/refit`,
+`/review`)
 and, for a task that encodes a corpus, how many texts it encoded and reused (`fineloop.tasks.
 encode_counts`): the numbers a slow job is diagnosed with.
 """
@@ -33,6 +36,7 @@ from fineloop.jobs import distributed
 from fineloop.jobs import store as jobs
 from fineloop.jobs.checkpoint_mirror import mirrored
 from fineloop.jobs.refit import Chosen, refit_after_gate
+from fineloop.jobs.review_answers import candidate_answers, record_answers
 from fineloop.jobs.runner import job_folder
 from fineloop.jobs.sink import Stage
 from fineloop.jobs.training_steps import evaluate_all, gate_decision, snapshot_for
@@ -227,6 +231,10 @@ def evaluate_and_register(
             stage=refit_stage,
         )
     refit = {} if chosen.record is None else {"refit": chosen.record}
+    with counting() as counts:
+        answers = candidate_answers(store, task, project, chosen.folder, snapshot.path, sink)
+    report(sink, counts)
+    _check(sink)
     flush = getattr(sink, "flush", None)
     if callable(flush):  # the run's metrics and logs land before its final state event
         flush()
@@ -253,6 +261,7 @@ def evaluate_and_register(
                 auto_promote=policy.auto_promote,
                 summary=candidate.summary | refit,
             )
+            record_answers(session, project.id, f"v{number}", answers)
         registered = True
         return result
     finally:

@@ -338,6 +338,22 @@ class RolloutChange(Base):
     at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
+class ReviewAnswer(Base):
+    """What the newest trained candidate answers to an interaction nobody reviewed yet
+    (the family's `review_answer` form), recorded by its training job when the project's
+    review queue is ranked by disagreement; one candidate's answers per project."""
+
+    __tablename__ = "review_answers"
+
+    project_id: Mapped[int] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    interaction_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[str] = mapped_column(String(128))
+    answer: Mapped[Any] = mapped_column(JSON)
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
 class ServingEpoch(Base):
     """One row whose `value` grows with every committed change to what serving resolves
     (projects, aliases, rollouts), so each process can tell cheaply whether its cached

@@ -287,6 +287,16 @@ class Task(Protocol):
         the output has no answer to compare."""
         ...
 
+    def review_answers(
+        self, model: Path, snapshot: Path, options: Mapping[str, Any], inputs: list[Any]
+    ) -> list[Any] | None:
+        """What a trained model (its folder) answers to these served inputs, each in the
+        `review_answer` form (None for an input it cannot read): a training job records
+        its candidate's, so the review queue's `disagreement` ranking finds the inputs
+        where champion and candidate part ways. None when the family cannot answer
+        cheaply (the default; generation)."""
+        ...
+
     def review_edit(self, options: Mapping[str, Any], shown: Shown) -> ReviewEdit | None:
         """How a reviewer rewrites one served interaction (a reply to edit, spans to fix,
         the right items to name); None when this family's outputs cannot be rewritten."""
@@ -346,6 +356,11 @@ class TaskDefaults:
         sink: ProgressSink,
     ) -> Refitted | None:
         sink.log(f"refit: the {getattr(self, 'name', 'this')} family cannot refit")
+        return None
+
+    def review_answers(
+        self, model: Path, snapshot: Path, options: Mapping[str, Any], inputs: list[Any]
+    ) -> list[Any] | None:
         return None
 
     def review_edit(self, options: Mapping[str, Any], shown: Shown) -> ReviewEdit | None:

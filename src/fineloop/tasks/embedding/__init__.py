@@ -142,6 +142,13 @@ class EmbeddingTask(TaskDefaults):
 
         return top_item(output)
 
+    def review_answers(
+        self, model: Path, snapshot: Path, options: Mapping[str, Any], inputs: list[Any]
+    ) -> list[Any] | None:
+        from fineloop.tasks.embedding.review import candidate_top_items
+
+        return list(candidate_top_items(model, snapshot, inputs))
+
     def review_edit(self, options: Mapping[str, Any], shown: Shown) -> ReviewEdit | None:
         from fineloop.tasks.embedding.review import label_edit
 

@@ -12,12 +12,15 @@ margin between its top two scores instead: a near tie is a guess.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TypeGuard
 
 from fineloop.errors import Invalid
 from fineloop.store.interactions import shown_item_ids
 from fineloop.tasks.base import ReviewEdit
 
+MAX_QUERY_CHARS = 2_000  # as the snapshot builder's default cut
 TOP = 3  # the top shown items whose probability counts: the ones a user looks at
 
 
@@ -83,3 +86,43 @@ def label_event(text: str) -> dict[str, Any]:
     if long:
         raise Invalid(f"an item id is at most 256 characters: {long[0][:40]!r}…", field="text")
     return {"kind": "label", "items": ids}
+
+
+QUERY_CHUNK = 256  # queries scored against the catalog at once (256 x 100k floats: 100 MB)
+
+
+def candidate_top_items(model: Path, snapshot: Path, inputs: Sequence[Any]) -> list[str | None]:
+    """The item a trained model ranks first, over the snapshot's catalog, for each input's
+    query (None for an input without one): what a candidate would have shown on top. The
+    catalog's vectors come from the model's vector file when the job's evaluation wrote
+    them, so this costs the queries' encoding and one matrix product per chunk."""
+    import numpy as np
+
+    from fineloop.tasks.embedding.corpus_vectors import (
+        encode_corpus,
+        encode_texts,
+        vectors_folder,
+    )
+    from fineloop.tasks.embedding.evaluate import load_model, read_corpus
+    from fineloop.tasks.embedding.examples import query_text
+
+    corpus = read_corpus(snapshot)
+    queries = [query_text(value, MAX_QUERY_CHARS) for value in inputs]
+    asked = [q for q in queries if q is not None]
+    if not corpus or not asked:
+        return [None] * len(inputs)
+    ids = list(corpus)
+    loaded = load_model(model)
+    documents = encode_corpus(
+        loaded,
+        list(corpus.values()),
+        model_path=model,
+        folder=vectors_folder(snapshot),
+        phase="review",
+    )
+    firsts: list[str] = []
+    for start in range(0, len(asked), QUERY_CHUNK):
+        vectors = encode_texts(loaded, asked[start : start + QUERY_CHUNK])
+        firsts += [ids[int(i)] for i in np.argmax(vectors @ documents.T, axis=1)]
+    answers = iter(firsts)
+    return [None if q is None else next(answers) for q in queries]

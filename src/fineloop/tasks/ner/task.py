@@ -78,6 +78,18 @@ class NerTask(TaskDefaults):
         ]
         return round(1.0 - min(scores), 6) if scores else None
 
+    def review_answers(
+        self, model: Path, snapshot: Path, options: Mapping[str, Any], inputs: list[Any]
+    ) -> list[Any] | None:
+        """The trained model's spans for each input's text, as `review_answer` compares."""
+        from fineloop.tasks.ner.predict import NerPredictor
+        from fineloop.tasks.ner.spans import text_of
+
+        texts = [text_of(value) for value in inputs]
+        readable = [t for t in texts if t is not None]
+        found = iter(NerPredictor(str(model)).extract(readable) if readable else [])
+        return [None if t is None else self.review_answer({"spans": next(found)}) for t in texts]
+
     def review_edit(self, options: Mapping[str, Any], shown: Shown) -> ReviewEdit | None:
         from fineloop.tasks.ner.review_edit import spans_edit
 
