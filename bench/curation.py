@@ -300,7 +300,10 @@ def active_learning(name: str, args: argparse.Namespace) -> dict[str, Any]:
             for query, right in data.train:
                 found = client.search(project, query, k=10)
                 asked.setdefault(ranking, {})[found["interaction_id"]] = (query, right, found)
-            orders[ranking] = queue_order(httpx, server.url, project, ranking)
+            queued = queue_order(httpx, server.url, project, ranking)
+            orders[ranking] = [interaction for interaction, _ in queued]
+            if ranking == "uncertainty":
+                detection = error_detection(queued, asked[ranking])
         pool = len(data.train)
         for ranking, order in orders.items():
             project, answered, curve = f"{name}-{ranking}", 0, [(0, base)]
@@ -336,6 +339,7 @@ def active_learning(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "fineloop": {f"{k}_events": v for k, v in _flat(needed["uncertainty"]).items()},
         "plain": {f"{k}_events": v for k, v in _flat(needed["random"]).items()},
         "curves": {r: [{"answered": a, "ndcg@10": v} for a, v in c] for r, c in curves.items()},
+        "queue_score_detects_wrong_top_item": detection,
         "ratio_uncertainty_to_random": {
             goal: ratio_or_none(needed["uncertainty"][goal], needed["random"][goal])
             for goal in ("to_95pct_of_full", "to_95pct_of_gain")
@@ -359,9 +363,9 @@ def first_reaching(curve: list[tuple[int, float]], target: float) -> int | None:
     return next((answered for answered, value in curve if value >= target), None)
 
 
-def queue_order(httpx: Any, url: str, project: str, ranking: str) -> list[str]:
-    """Every queued interaction id, in the queue's order, page by page."""
-    order: list[str] = []
+def queue_order(httpx: Any, url: str, project: str, ranking: str) -> list[tuple[str, Any]]:
+    """Every queued (interaction id, score), in the queue's order, page by page."""
+    order: list[tuple[str, Any]] = []
     offset: int | None = 0
     while offset is not None:
         page = httpx.get(
@@ -369,9 +373,25 @@ def queue_order(httpx: Any, url: str, project: str, ranking: str) -> list[str]:
             params={"ranking": ranking, "limit": 500, "offset": offset},
             timeout=600,
         ).json()
-        order += [entry["interaction"]["id"] for entry in page["items"]]
+        order += [(entry["interaction"]["id"], entry["score"]) for entry in page["items"]]
         offset = page["next_offset"]
     return order
+
+
+def error_detection(queued: list[tuple[str, Any]], asked: dict[str, Any]) -> dict[str, float]:
+    """How well the queue's uncertainty finds the searches whose top shown item was wrong:
+    the ROC AUC of its score for that (0.5: no better than chance), and the share of such
+    searches in the queue's first quarter against the whole pool's."""
+    from sklearn.metrics import roc_auc_score
+
+    wrong = [asked[i][2]["items"][0]["id"] != asked[i][1] for i, _ in queued]
+    scores = [score if score is not None else -1.0 for _, score in queued]
+    quarter = max(1, len(queued) // 4)
+    return {
+        "roc_auc": float(roc_auc_score(wrong, scores)),
+        "wrong_share_first_quarter": sum(wrong[:quarter]) / quarter,
+        "wrong_share_pool": sum(wrong) / len(wrong),
+    }
 
 
 def answer(client: Client, project: str, query: str, right: str, found: dict[str, Any]) -> None:
@@ -400,7 +420,8 @@ def report(args: argparse.Namespace, cases: list[dict[str, Any]]) -> None:
             print(
                 f"full feedback {case['full_feedback']['ndcg@10']:.4f}, base "
                 f"{case['base']['ndcg@10']:.4f}; events needed, uncertainty: {case['fineloop']}, "
-                f"random: {case['plain']}, ratio: {case['ratio_uncertainty_to_random']}"
+                f"random: {case['plain']}, ratio: {case['ratio_uncertainty_to_random']}; "
+                f"wrong top items found: {case['queue_score_detects_wrong_top_item']}"
             )
             continue
         rows = []

@@ -1,45 +1,65 @@
 """The review queue: interactions without feedback, ranked so the most useful review comes
-first. The interactions are written by hand with known probabilities, so each expected
-order follows from the ranking's definition (embedding: 1 - the distance of the nearest
-top-3 probability to the select threshold)."""
+first. The interactions are written by hand with known scores, so each expected order
+follows from the ranking's definition (embedding: a ranking's doubt is the normalised
+entropy of the softmax of its shown cosines at MNRL's scale 20, computed here with numpy;
+a select call's is 1 - the distance of the nearest top-3 probability to its threshold)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def ranking(probabilities: list[float], **extra: Any) -> dict[str, Any]:
+def ranking(scores: list[float], **extra: Any) -> dict[str, Any]:
     """A search output as embedding serving stores it: items in rank order."""
     items = [
-        {"id": f"doc{i}", "score": round(0.9 - 0.1 * i, 3), "probability": p, "rank": i + 1}
-        for i, p in enumerate(probabilities)
+        {"id": f"doc{i}", "score": s, "probability": round(1 - 0.1 * i, 2), "rank": i + 1}
+        for i, s in enumerate(scores)
     ]
     return {"mode": "search", "items": items, **extra}
 
 
-def by_scores(scores: list[float]) -> dict[str, Any]:
-    """A ranking an application logged with cosine scores only (no calibration)."""
-    return {"items": [{"id": f"doc{i}", "score": s} for i, s in enumerate(scores)]}
+def entropy(scores: list[float]) -> float:
+    """The normalised entropy of softmax(20 * scores)."""
+    z = 20 * np.asarray(scores)
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    return float(-(p * np.log(p)).sum() / np.log(len(scores)))
 
+
+SELECT = {
+    "mode": "select",
+    "threshold": 0.8,
+    "items": [{"id": "doc0", "score": 0.9, "probability": 0.79}, {"id": "doc1", "score": 0.2}],
+}
 
 # (id, output, expected uncertainty score); created in this order, one minute apart.
 SHOWN: list[tuple[str, dict[str, Any], float | None]] = [
-    ("sure", ranking([0.99, 0.05, 0.01]), 0.55),  # nearest to 0.5: 0.05 → 1 - 0.45
-    ("near", ranking([0.52, 0.3, 0.1]), 0.98),  # 0.52 → 1 - 0.02
-    ("fourth", ranking([0.99, 0.98, 0.97, 0.5]), 0.53),  # the 4th item does not count
-    # select applied its own threshold, 0.8: 0.79 is 0.01 from it (0.29 from 0.5)
-    ("own-threshold", ranking([0.79, 0.2], threshold=0.8) | {"mode": "select"}, 0.99),
-    ("tie", by_scores([0.70, 0.66]), 0.96),  # no probabilities: 1 - (0.70 - 0.66)
-    ("middling", ranking([0.9, 0.7, 0.6]), 0.9),  # 0.6 → 1 - 0.1
+    ("sure", ranking([0.9, 0.5, 0.4]), entropy([0.9, 0.5, 0.4])),  # one clear winner
+    ("near", ranking([0.71, 0.70, 0.3]), entropy([0.71, 0.70, 0.3])),  # a two-way tie
+    ("flat", ranking([0.6, 0.6, 0.6, 0.6]), 1.0),  # no idea at all
+    # select applied its own threshold, 0.8: 0.79 is 0.01 from it
+    ("own-threshold", SELECT, 0.99),
+    # logged with probabilities only: the nearest to the project's threshold, 0.5
+    ("probabilities", {"items": [{"id": "doc0", "probability": 0.52}]}, 0.98),
+    ("middling", ranking([0.8, 0.7, 0.6]), entropy([0.8, 0.7, 0.6])),
     ("no-ranking", {"text": "not a ranking"}, None),  # newest, yet last: nothing to score
 ]
-BY_UNCERTAINTY = ["own-threshold", "near", "tie", "middling", "sure", "fourth", "no-ranking"]
+BY_UNCERTAINTY = [
+    "flat",
+    "own-threshold",
+    "probabilities",
+    "near",
+    "middling",
+    "sure",
+    "no-ranking",
+]
 
 
 def log(client: TestClient, project: str, rows: list[dict[str, Any]]) -> None:
@@ -86,10 +106,12 @@ def test_the_default_policy_ranks_by_uncertainty_most_uncertain_first(
     assert page["ranking"] == "uncertainty" and page["task"] == "embedding"
     assert ids(page) == BY_UNCERTAINTY
     expected = {name: score for name, _, score in SHOWN}
-    assert {i["interaction"]["id"]: i["score"] for i in page["items"]} == pytest.approx(expected)
+    assert {i["interaction"]["id"]: i["score"] for i in page["items"]} == pytest.approx(
+        expected, abs=1e-6
+    )  # rounded to 6 places
     reasons = {i["interaction"]["id"]: i["reason"] for i in page["items"]}
     assert reasons["near"] == "uncertainty" and reasons["no-ranking"] == "recent"
-    assert page["items"][0]["interaction"]["output"]["mode"] == "select"  # what was shown
+    assert page["items"][1]["interaction"]["output"] == SELECT  # what was shown
     assert page["ranked"] == len(SHOWN) and page["next_offset"] is None and not page["more"]
 
 
@@ -167,10 +189,12 @@ def test_disagreement_puts_inputs_two_versions_answered_differently_first(
     page = queue(client, queued, ranking="disagreement")
     order = ids(page)
     assert set(order[:2]) == {"sure", "sure-v2"}
-    assert order[:2] == ["sure", "sure-v2"]  # both disagree; then by uncertainty (0.55 > 0.53)
+    # both disagree; then by uncertainty: 1 - |0.97 - 0.5| = 0.53 for the one-item output,
+    # far above the clear winner's entropy
+    assert order[:2] == ["sure-v2", "sure"]
     first = page["items"][0]
-    assert first["reason"] == "disagreement" and first["disagrees_with"] == ["v2"]
-    assert page["items"][1]["disagrees_with"] == ["v1"]
+    assert first["reason"] == "disagreement" and first["disagrees_with"] == ["v1"]
+    assert page["items"][1]["disagrees_with"] == ["v2"]
     rest = [i for i in order[2:] if i != "middling-v2"]
     assert rest == [n for n in BY_UNCERTAINTY if n != "sure"]
     middling = next(i for i in page["items"] if i["interaction"]["id"] == "middling")

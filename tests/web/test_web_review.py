@@ -26,12 +26,13 @@ ITEMS = [
 ]
 
 
-def shown(*probabilities: float) -> dict[str, Any]:
+def shown(*scores: float) -> dict[str, Any]:
+    """A search output; the closer its scores, the less sure the model was."""
     return {
         "mode": "search",
         "items": [
-            {"id": item["id"], "score": 0.8 - 0.1 * i, "probability": p, "rank": i + 1}
-            for i, (item, p) in enumerate(zip(ITEMS, probabilities, strict=False))
+            {"id": item["id"], "score": s, "probability": round(s, 2), "rank": i + 1}
+            for i, (item, s) in enumerate(zip(ITEMS, scores, strict=False))
         ],
     }
 
@@ -40,7 +41,7 @@ def fill(client: TestClient, project: str) -> None:
     assert client.put(f"/v1/projects/{project}/items", json={"items": ITEMS}).status_code == 200
     rows = [
         {"id": "confident", "input": "lost card", "output": shown(0.98, 0.02)},
-        {"id": "unsure", "input": "money <script>back</script>", "output": shown(0.49, 0.3)},
+        {"id": "unsure", "input": "money <script>back</script>", "output": shown(0.49, 0.48)},
         {"id": "text", "input": "say hi", "output": {"text": "hello"}},
     ]
     response = client.post(

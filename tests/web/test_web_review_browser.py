@@ -19,12 +19,13 @@ ITEMS = [
 ]
 
 
-def ranking(*probabilities: float) -> dict[str, Any]:
+def ranking(*scores: float) -> dict[str, Any]:
+    """A search output; the closer its scores, the less sure the model was."""
     return {
         "mode": "search",
         "items": [
-            {"id": item["id"], "score": 0.8 - 0.1 * i, "probability": p, "rank": i + 1}
-            for i, (item, p) in enumerate(zip(ITEMS, probabilities, strict=True))
+            {"id": item["id"], "score": s, "probability": round(s, 2), "rank": i + 1}
+            for i, (item, s) in enumerate(zip(ITEMS, scores, strict=True))
         ],
     }
 
@@ -33,9 +34,9 @@ def test_review_from_the_keyboard(live_server: LiveServer, page: Page, tmp_path:
     api = httpx.Client(base_url=live_server.url, timeout=30)
     assert api.post("/v1/projects", json={"name": "faq", "task": "embedding"}).status_code == 201
     assert api.put("/v1/projects/faq/items", json={"items": ITEMS}).status_code == 200
-    rows = [  # by uncertainty: unsure (0.99), middling (0.8), text (no score)
-        {"id": "unsure", "input": "money back?", "output": ranking(0.49, 0.2)},
-        {"id": "middling", "input": "new card", "output": ranking(0.3, 0.7)},
+    rows = [  # by uncertainty: unsure (a near tie), middling, text (no score)
+        {"id": "unsure", "input": "money back?", "output": ranking(0.7, 0.69)},
+        {"id": "middling", "input": "new card", "output": ranking(0.7, 0.6)},
         {"id": "text", "input": "say hi", "output": {"text": "hello"}},
     ]
     assert (
