@@ -446,6 +446,7 @@ def report(args: argparse.Namespace, cases: list[dict[str, Any]]) -> None:
 
 def main() -> None:
     args = parse_args()
+    args.earlier = json.loads(RESULT.read_text())["cases"] if args.merge and RESULT.exists() else []
     cases: list[dict[str, Any]] = []
     plan = [(run_case, name) for name in args.datasets[:1] if args.variants]
     plan += [(active_learning, name) for name in args.al_datasets if args.active_learning]
@@ -477,12 +478,16 @@ def merge_case(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 def save(args: argparse.Namespace, cases: list[dict[str, Any]]) -> Path:
     kept: list[dict[str, Any]] = []
     merged = list(cases)
-    if args.merge and RESULT.exists():  # an earlier run's datasets and variants stay
-        earlier = {c["case"].split(":")[0]: c for c in json.loads(RESULT.read_text())["cases"]}
+    if args.earlier:  # the results file as this run found it: its cases stay
+        earlier = {c["case"].split(":")[0]: c for c in args.earlier}
         for index, case in enumerate(cases):
             old = earlier.pop(case["case"].split(":")[0], None)
             if old is not None and "runs" in old and "runs" in case:
                 merged[index] = merge_case(old, case)
+            elif old is not None and "curves" in old and "curves" in case:
+                kept_keys = ("curves", "fineloop", "plain", "ratio_uncertainty_to_random", "note")
+                earlier = {k: old[k] for k in kept_keys if k in old}
+                merged[index] = case | {"earlier_run": old.get("earlier_run", earlier)}
         kept = list(earlier.values())
     return write_results(
         "curation",
@@ -492,7 +497,7 @@ def save(args: argparse.Namespace, cases: list[dict[str, Any]]) -> Path:
             "loss; refit: fineloop >= plain; review queue: <= 0.6x the answers of random "
             "order; each other part: on by default only if it gains",
             "machine": machine_facts(),
-            "config": dict(vars(args)),
+            "config": {k: v for k, v in vars(args).items() if k != "earlier"},
             "cases": kept + merged,
         },
     )
