@@ -15,7 +15,8 @@ gate and a refit, when on, always runs):
 - augmentation: paraphrases of the train queries of items with few examples;
 - refit: a final fit on train + validation once the candidate passed the gate;
 - curriculum: training rows ordered easy to hard by the base model's own margin;
-- batch_auto: the largest batch that fits the memory budget.
+- batch_auto: the largest batch that fits the memory budget;
+- no_hard_negatives: in-batch negatives only (`hard_negatives: 0`), as plain trains.
 
 With `--active-learning` (Banking77), the review queue is measured: every training query is
 searched once (an interaction, no feedback), and a simulated reviewer answers from the gold
@@ -73,6 +74,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "refit": {"refit": True},
     "curriculum": {"train": {"curriculum": "base_loss"}},
     "batch_auto": {"train": {"batch_size": "auto"}},
+    # not curation: in-batch negatives only, as the plain script trains (no rejected or
+    # mined hard negative columns), to tell why plain is ahead on Banking77's unfed half
+    "no_hard_negatives": {"train": {"hard_negatives": 0}},
 }
 
 
@@ -86,6 +90,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--al-datasets", nargs="+", default=["banking77"])
     parser.add_argument(
         "--al-per-intent", type=int, default=10, help="Banking77 pool: searches per intent."
+    )
+    parser.add_argument(
+        "--random-orders", type=int, default=3, help="Random orders the queue is compared with."
     )
     parser.add_argument(
         "--budgets",
@@ -275,19 +282,25 @@ def run_case(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def active_learning(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Answered interactions needed, queue order vs random, to reach 95% of full feedback."""
+    """Answered interactions needed, queue order vs random, to reach 95% of full feedback.
+
+    The queue's `uncertainty` order is one project; random order is `--random-orders`
+    projects (the queue's own `random` ranking, then seeded shuffles), because one random
+    sample of a small pool is a noisy yardstick. The ratio compares with their mean curve."""
     import httpx
 
     data = load(name, argparse.Namespace(**(vars(args) | {"per_intent": args.al_per_intent})))
     everything = {"all": list(data.test)}
     base_model = minilm_path()
     base = summary(score_model(base_model, data.items, everything))["ndcg@10_all"]
+    orders_wanted = ["uncertainty", *(f"random{k}" for k in range(args.random_orders))]
     curves: dict[str, list[tuple[int, float]]] = {}
     with running_server() as server, Client(server.url, timeout=600) as client:
         orders: dict[str, list[str]] = {}
         asked: dict[str, dict[str, Any]] = {}
-        for ranking in ("uncertainty", "random"):
-            project = f"{name}-{ranking}"
+        for order_name in orders_wanted:
+            project = f"{name}-{order_name}"
+            ranking = "uncertainty" if order_name == "uncertainty" else "random"
             create_project(
                 client,
                 project,
@@ -299,37 +312,44 @@ def active_learning(name: str, args: argparse.Namespace) -> dict[str, Any]:
             print(f"[{project}] {len(data.train)} searches, no feedback ...", flush=True)
             for query, right in data.train:
                 found = client.search(project, query, k=10)
-                asked.setdefault(ranking, {})[found["interaction_id"]] = (query, right, found)
+                asked.setdefault(order_name, {})[found["interaction_id"]] = (query, right, found)
             queued = queue_order(httpx, server.url, project, ranking)
-            orders[ranking] = [interaction for interaction, _ in queued]
-            if ranking == "uncertainty":
-                detection = error_detection(queued, asked[ranking])
+            orders[order_name] = [interaction for interaction, _ in queued]
+            if order_name == "uncertainty":
+                detection = error_detection(queued, asked[order_name])
+            elif order_name != "random0":  # a seeded shuffle
+                random.Random(int(order_name[6:])).shuffle(orders[order_name])
         pool = len(data.train)
-        for ranking, order in orders.items():
-            project, answered, curve = f"{name}-{ranking}", 0, [(0, base)]
+        for order_name, order in orders.items():
+            project, answered, curve = f"{name}-{order_name}", 0, [(0, base)]
             for share in sorted(args.budgets):
                 wanted = round(share * pool)
                 for interaction_id in order[answered:wanted]:
-                    answer(client, project, *asked[ranking][interaction_id])
+                    answer(client, project, *asked[order_name][interaction_id])
                 answered = max(answered, wanted)
                 print(f"[{project}] {answered} answered: training ...", flush=True)
                 job = run_job(client, project, JOB_TIMEOUT_S)
                 value = summary(score_model(job["artifact"], data.items, everything))
                 curve.append((answered, value["ndcg@10_all"]))
                 print(f"[{project}] {answered}: nDCG@10 {curve[-1][1]:.4f}", flush=True)
-            curves[ranking] = curve
+            curves[order_name] = curve
         project = f"{name}-uncertainty"
         for interaction_id in orders["uncertainty"][answered:]:
             answer(client, project, *asked["uncertainty"][interaction_id])
         print(f"[{name}] all {pool} answered: training ...", flush=True)
         job = run_job(client, project, JOB_TIMEOUT_S)
         full = summary(score_model(job["artifact"], data.items, everything))["ndcg@10_all"]
+    randoms = [curves[o] for o in orders_wanted[1:]]
+    curves["random_mean"] = [
+        (points[0][0], sum(v for _, v in points) / len(points))
+        for points in zip(*randoms, strict=True)
+    ]
     needed = {
-        ranking: {
+        order_name: {
             "to_95pct_of_full": first_reaching(curve, 0.95 * full),
             "to_95pct_of_gain": first_reaching(curve, base + 0.95 * (full - base)),
         }
-        for ranking, curve in curves.items()
+        for order_name, curve in curves.items()
     }
     return {
         "case": f"active learning on {name}: pool of {len(data.train)} searches, "
@@ -337,14 +357,16 @@ def active_learning(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "base": {"ndcg@10": base},
         "full_feedback": {"ndcg@10": full, "answered": len(data.train)},
         "fineloop": {f"{k}_events": v for k, v in _flat(needed["uncertainty"]).items()},
-        "plain": {f"{k}_events": v for k, v in _flat(needed["random"]).items()},
+        "plain": {f"{k}_events": v for k, v in _flat(needed["random_mean"]).items()},
         "curves": {r: [{"answered": a, "ndcg@10": v} for a, v in c] for r, c in curves.items()},
         "queue_score_detects_wrong_top_item": detection,
         "ratio_uncertainty_to_random": {
-            goal: ratio_or_none(needed["uncertainty"][goal], needed["random"][goal])
+            goal: ratio_or_none(needed["uncertainty"][goal], needed["random_mean"][goal])
             for goal in ("to_95pct_of_full", "to_95pct_of_gain")
         },
-        "note": "fineloop = the review queue's uncertainty order; plain = random order",
+        "note": "fineloop = the review queue's uncertainty order; plain = the mean of "
+        f"{args.random_orders} random orders (random0: the queue's random ranking, the "
+        "others seeded shuffles)",
     }
 
 
@@ -414,7 +436,7 @@ def report(args: argparse.Namespace, cases: list[dict[str, Any]]) -> None:
             ]
             print_table(
                 case["case"],
-                ("order", *(f"budget {i + 1}" for i in range(len(args.budgets)))),
+                ("order", "none", *(f"budget {i + 1}" for i in range(len(args.budgets)))),
                 rows,
             )
             print(
@@ -486,8 +508,8 @@ def save(args: argparse.Namespace, cases: list[dict[str, Any]]) -> Path:
                 merged[index] = merge_case(old, case)
             elif old is not None and "curves" in old and "curves" in case:
                 kept_keys = ("curves", "fineloop", "plain", "ratio_uncertainty_to_random", "note")
-                earlier = {k: old[k] for k in kept_keys if k in old}
-                merged[index] = case | {"earlier_run": old.get("earlier_run", earlier)}
+                before = {k: old[k] for k in kept_keys if k in old}
+                merged[index] = case | {"earlier_run": old.get("earlier_run", before)}
         kept = list(earlier.values())
     return write_results(
         "curation",
