@@ -40,6 +40,7 @@ the same real (query, right item) pairs the users produced.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
 import tempfile
@@ -360,6 +361,7 @@ def active_learning(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "plain": {f"{k}_events": v for k, v in _flat(needed["random_mean"]).items()},
         "curves": {r: [{"answered": a, "ndcg@10": v} for a, v in c] for r, c in curves.items()},
         "queue_score_detects_wrong_top_item": detection,
+        "answers_to_match_random_mean": match_ratios(curves["uncertainty"], curves["random_mean"]),
         "ratio_uncertainty_to_random": {
             goal: ratio_or_none(needed["uncertainty"][goal], needed["random_mean"][goal])
             for goal in ("to_95pct_of_full", "to_95pct_of_gain")
@@ -378,6 +380,29 @@ def ratio_or_none(ours: int | None, theirs: int | None) -> float | None:
     if ours is None or theirs is None or theirs == 0:
         return None
     return ours / theirs
+
+
+def answers_to_match(curve: list[tuple[int, float]], target: float) -> float | None:
+    """Answered interactions at which `curve` reaches `target`, by linear interpolation
+    between its measured points (None: it never does)."""
+    for (a0, v0), (a1, v1) in itertools.pairwise(curve):
+        if v0 >= target:
+            return float(a0)
+        if v1 >= target:
+            return a0 + (a1 - a0) * (target - v0) / (v1 - v0)
+    return None
+
+
+def match_ratios(
+    ours: list[tuple[int, float]], theirs: list[tuple[int, float]]
+) -> dict[str, float | None]:
+    """For each budget of `theirs` past 0: the answers `ours` needs to reach the quality
+    `theirs` reached there, over that budget (0.5: half the answers)."""
+    ratios: dict[str, float | None] = {}
+    for answered, value in theirs[1:]:
+        needed = answers_to_match(ours, value)
+        ratios[str(answered)] = None if needed is None else round(needed / answered, 4)
+    return ratios
 
 
 def first_reaching(curve: list[tuple[int, float]], target: float) -> int | None:
@@ -443,7 +468,8 @@ def report(args: argparse.Namespace, cases: list[dict[str, Any]]) -> None:
                 f"full feedback {case['full_feedback']['ndcg@10']:.4f}, base "
                 f"{case['base']['ndcg@10']:.4f}; events needed, uncertainty: {case['fineloop']}, "
                 f"random: {case['plain']}, ratio: {case['ratio_uncertainty_to_random']}; "
-                f"wrong top items found: {case['queue_score_detects_wrong_top_item']}"
+                f"wrong top items found: {case['queue_score_detects_wrong_top_item']}; "
+                f"answers to match random: {case.get('answers_to_match_random_mean')}"
             )
             continue
         rows = []
