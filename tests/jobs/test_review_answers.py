@@ -2,8 +2,8 @@
 disagreement, a training job records what its candidate ranks first for every queued
 search (on the tiny model, checked against bare sentence-transformers over the same
 catalog), and the queue then puts the searches where the candidate would have shown
-another top item first. Ranked otherwise, a job records nothing; a failing family hook
-costs the job nothing."""
+another top item first. Ranked otherwise, nothing runs; a failing family hook is logged
+and answers nothing."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 from fastapi.testclient import TestClient
 from sentence_transformers import SentenceTransformer
 from sqlalchemy import select
@@ -19,11 +18,13 @@ from sqlalchemy import select
 from fineloop import artifacts
 from fineloop.config import Settings
 from fineloop.jobs import store as jobs
+from fineloop.jobs.review_answers import candidate_answers
 from fineloop.jobs.runner import execute
 from fineloop.jobs.sink import StoreSink
 from fineloop.store import Store
 from fineloop.store.projects import get_project
 from fineloop.store.schema import Job, ReviewAnswer
+from fineloop.tasks.base import NullSink
 from fineloop.tasks.embedding import EmbeddingTask
 from handmade_snapshot import ITEMS, QUERIES
 
@@ -102,30 +103,57 @@ def test_a_job_records_its_candidates_top_items_and_the_queue_puts_disagreement_
         assert others == (["v1"] if q in differ else [])
 
 
-def test_ranked_by_uncertainty_a_job_records_nothing(
-    client: TestClient, store: Store, settings: Settings, tiny_model: Path
+class Recording(EmbeddingTask):
+    """The embedding family, its review answers replaced: what the loop asked, or a crash."""
+
+    def __init__(self, crash: bool = False) -> None:
+        self.crash = crash
+        self.asked: list[Any] = []
+
+    def review_answers(self, model: Any, snapshot: Any, options: Any, inputs: Any) -> Any:
+        if self.crash:
+            raise RuntimeError("the catalog vanished")
+        self.asked.append(inputs)
+        return ["i01"] * len(inputs)
+
+
+class Logs(NullSink):
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def log(self, message: str) -> None:
+        self.lines.append(message)
+
+
+def answers_of(store: Store, task: EmbeddingTask, sink: Logs) -> dict[str, Any]:
+    with store.read() as session:
+        project = get_project(session, "faq")
+    return candidate_answers(store, task, project, Path("model"), Path("snapshot"), sink)
+
+
+def test_only_a_queue_ranked_by_disagreement_runs_the_candidate(
+    client: TestClient, store: Store, tiny_model: Path
 ) -> None:
-    seed(client, tiny_model, "uncertainty")
-    job = train(store, settings)
-    assert job.state == "succeeded", job.error
-    assert recorded(store) == {}
+    queued = seed(client, tiny_model, "uncertainty")
+    task, sink = Recording(), Logs()
+    assert answers_of(store, task, sink) == {} and task.asked == [] and sink.lines == []
+    ok(client.patch("/v1/projects/faq", json={"review_policy": {"ranking": "disagreement"}}))
+    assert answers_of(store, task, sink) == dict.fromkeys(queued, "i01")
+    assert [sorted(i["query"] for i in inputs) for inputs in task.asked] == [sorted(ASKED)]
+    ok(
+        client.post(
+            "/v1/projects/faq/feedback",
+            json={"kind": "thumb", "interaction_id": "q0", "value": "up"},
+        ),
+        201,
+    )
+    assert "q0" not in answers_of(store, task, sink)  # answered: no longer queued
 
 
-def test_a_failing_family_hook_is_logged_and_the_version_still_registers(
-    client: TestClient,
-    store: Store,
-    settings: Settings,
-    tiny_model: Path,
-    monkeypatch: pytest.MonkeyPatch,
+def test_a_failing_family_hook_is_logged_and_answers_nothing(
+    client: TestClient, store: Store, tiny_model: Path
 ) -> None:
-    def broken(*args: Any) -> list[Any]:
-        raise RuntimeError("the catalog vanished")
-
-    monkeypatch.setattr(EmbeddingTask, "review_answers", broken)
     seed(client, tiny_model, "disagreement")
-    job = train(store, settings)
-    assert job.state == "succeeded", job.error
-    assert recorded(store) == {}
-    messages = [e["message"] for e in ok(client.get(f"/v1/jobs/{job.id}/events"))]
-    assert any("failed (the catalog vanished); skipped" in m for m in messages)
-    assert ok(client.get("/v1/projects/faq/review"))["items"][0]["reason"] == "uncertainty"
+    sink = Logs()
+    assert answers_of(store, Recording(crash=True), sink) == {}
+    assert any("failed (the catalog vanished); skipped" in line for line in sink.lines)
