@@ -61,6 +61,9 @@
     }
   }
 
+  // The button is drawn disabled and enabled here, once a press can reach this handler
+  // (before, the form would submit itself and reload the page).
+  document.getElementById("start-training").disabled = false;
   document.getElementById("train-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const button = document.getElementById("start-training");
