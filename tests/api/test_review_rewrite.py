@@ -168,6 +168,19 @@ def test_ner_lines_that_cannot_be_read_say_which_line_and_why(client: TestClient
     assert stored(client, tags, "n1")[0]["payload"]["output"] == {"spans": []}
 
 
+def test_an_interaction_id_holding_a_slash_is_rewritten_and_bad_bodies_are_422s(
+    client: TestClient, project: str
+) -> None:
+    client.put(f"/v1/projects/{project}/items", json={"items": [{"id": "doc0", "text": "a"}]})
+    shown = {"items": [{"id": "doc0", "score": 0.9}, {"id": "doc1", "score": 0.8}]}
+    log(client, project, [{"id": "chat/42", "input": "q", "output": shown}])
+    for body in ({"text": True}, {"text": "doc0", "colour": 1}, {"text": "doc0", "user_id": 2**70}):
+        bad = rewrite(client, project, "chat/42", **body)
+        assert bad.status_code == 422 and bad.json()["message"], body
+    assert rewrite(client, project, "chat/42", text="doc0").status_code == 201
+    assert stored(client, project, "chat/42")[0]["payload"]["items"] == ["doc0"]
+
+
 def test_unknown_interactions_and_oversized_texts_are_refused(
     client: TestClient, project: str
 ) -> None:

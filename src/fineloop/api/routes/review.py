@@ -44,7 +44,7 @@ def queue(
 
 
 @router.post(
-    "/{interaction_id}",
+    "/{interaction_id:path}",  # ids may hold "/": the rest of the path
     status_code=status.HTTP_201_CREATED,
     responses={
         200: {"model": FeedbackAck, "description": "Its idempotency key was seen: not stored."},
